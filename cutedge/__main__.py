@@ -1,0 +1,5 @@
+import sys
+
+from cutedge.cli import main
+
+sys.exit(main())
