@@ -203,7 +203,16 @@ class Section:
 
 
 def check_number(value: Any, fail, *, min: float | None = None, max: float | None = None, positive: bool = False) -> float:
-    """Check one number; ``fail(message)`` builds the exception to raise."""
+    """Check one number; ``fail(message)`` builds the exception to raise.
+
+    A string that reads as a number is accepted: PyYAML (YAML 1.1) loads ``1e9`` or ``8.2e9``
+    (no sign in the exponent) as a string, and users should not have to know that.
+    """
+    if isinstance(value, str):
+        try:
+            value = float(value.replace("_", ""))
+        except ValueError:
+            raise fail(f"expected a number, got {_show(value)}") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise fail(f"expected a number, got {_show(value)}")
     value = float(value)

@@ -1,0 +1,332 @@
+"""Frame-accurate, trace-driven simulator of one device, its uplink and the edge.
+
+Time is slotted (``slot_s``). In slot t:
+
+1. the policy sees the queues and the capacity C(t) and returns (cut, level, rate, process, admit);
+2. a clock change costs the board's switch latency of GPU time;
+3. the GPU runs heads back to back on the frames queued at the start of the slot (FIFO, work
+   carries over between slots, so a head longer than a slot still finishes); each frame's head
+   completion time is exact within the slot;
+4. the uplink sends ``rate * slot_s`` bits (at most the backlog at the start of the slot) at a
+   constant rate; bits produced during the slot queue behind them;
+5. frames arriving during the slot join the device queue at its end (if admitted and the buffer
+   has room; otherwise they are counted as dropped).
+
+Energy per slot: ``busy*P_busy(f) + (slot - busy)*P_idle(f)`` plus the radio's ``P_tx(r)`` for
+the time it sends. The per-frame times (arrival, head done, last bit sent, tail done, result back)
+are rebuilt after the run from per-slot counters, which is exact because every queue is FIFO:
+the i-th admitted frame is the i-th head completion, and its bits leave when the cumulative bits
+sent reach the cumulative bits queued up to it. The edge is not a bottleneck (it serves requests
+in parallel); the result returns after half an RTT plus its transfer on the downlink.
+
+Frames are conserved: ``arrived = completed + dropped + in_flight``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from controller.model import SystemModel
+from controller.policy import Decision, Observation, Outcome, Policy
+
+
+@dataclass
+class SimResult:
+    """Everything a run produced: per-slot series, per-frame times and the summary."""
+
+    slot_s: float
+    slots: dict[str, np.ndarray]
+    frames: dict[str, np.ndarray]
+    summary: dict = field(default_factory=dict)
+
+
+def simulate(
+    system: SystemModel,
+    policy: Policy,
+    capacity_bps: np.ndarray,
+    arrival_times_s: np.ndarray,
+    *,
+    buffer_frames: int = 1000,
+    time_decisions: bool = True,
+) -> SimResult:
+    """Run ``policy`` over ``len(capacity_bps)`` slots with frames arriving at ``arrival_times_s``."""
+    tau = system.slot_s
+    n_slots = int(len(capacity_bps))
+    horizon = n_slots * tau
+    cap = np.ascontiguousarray(capacity_bps, dtype=float)
+    arrivals = np.sort(np.asarray(arrival_times_s, dtype=float))
+    arrivals = arrivals[(arrivals >= 0) & (arrivals < horizon)]
+    arr_slot = np.minimum((arrivals // tau).astype(np.int64), n_slots - 1)
+    per_slot_arrivals = np.bincount(arr_slot, minlength=n_slots).tolist()
+
+    head_s = system.head_s.tolist()
+    bits = system.bits.tolist()
+    busy_w = system.busy_w.tolist()
+    idle_w = system.idle_w.tolist()
+    switch_s = float(system.board.switch_latency_s)
+    net = system.network
+    linear = net.model == "linear"
+    tx_power = system.tx_power_w
+    n_cuts, n_levels = system.n_cuts, system.n_levels
+
+    # per-slot records (preallocated; filled by index)
+    rec_cut = np.zeros(n_slots, np.int16)
+    rec_level = np.zeros(n_slots, np.int16)
+    rec_rate = np.zeros(n_slots)
+    rec_sent = np.zeros(n_slots)
+    rec_qc = np.zeros(n_slots)
+    rec_qx = np.zeros(n_slots)
+    rec_energy = np.zeros(n_slots)
+    rec_tx_energy = np.zeros(n_slots)
+    rec_busy = np.zeros(n_slots)
+    rec_done = np.zeros(n_slots, np.int64)
+    rec_first = np.zeros(n_slots)
+    rec_period = np.zeros(n_slots)
+    rec_admitted = np.zeros(n_slots, np.int64)
+    rec_dec_ns = np.zeros(n_slots, np.int64)
+    rec_process = np.zeros(n_slots, bool)
+    vq_names = list(getattr(policy, "virtual_queues", {}).keys())
+    rec_vq = {name: np.zeros(n_slots) for name in vq_names}
+
+    policy.reset()
+    queued = 0          # frames in the device queue (the front one may be partly done)
+    progress = 0.0      # fraction of the front frame's head already run
+    qx = 0.0            # bits waiting for the uplink
+    prev_level = -1
+    last_arrivals = 0
+    perf = time.perf_counter_ns
+    for t in range(n_slots):
+        c_t = cap[t]
+        obs = Observation(t, queued - progress, qx, c_t, last_arrivals)
+        if time_decisions:
+            t0 = perf()
+            d: Decision = policy.decide(obs)
+            rec_dec_ns[t] = perf() - t0
+        else:
+            d = policy.decide(obs)
+        p, f = d.cut, d.level
+        if not (0 <= p < n_cuts and 0 <= f < n_levels):
+            raise ValueError(f"policy {policy.name!r} chose cut {p}, level {f} outside the tables")
+        switch = switch_s if (prev_level >= 0 and f != prev_level) else 0.0
+        prev_level = f
+
+        # -- heads on the GPU -------------------------------------------------------------
+        done = 0
+        busy = 0.0
+        first = 0.0
+        period = 0.0
+        if d.process and queued > 0:
+            T = head_s[p][f]
+            progress0 = progress
+            if T <= 0.0:  # cut 0: nothing to run, the input is queued for the uplink at once
+                done = queued
+                first = switch
+            else:
+                avail = tau - switch
+                need = (queued - progress) * T
+                if need <= avail:
+                    done = queued
+                    busy = need
+                    progress = 0.0
+                else:
+                    busy = avail
+                    total = progress + avail / T
+                    done = int(total)
+                    progress = total - done
+                first = switch + (1.0 - progress0) * T
+                period = T
+        if done:
+            queued -= done
+        e_compute = busy * busy_w[f] + (tau - busy) * idle_w[f]
+
+        # -- uplink --------------------------------------------------------------------------
+        rate = d.rate_bps
+        if rate > c_t:
+            rate = c_t
+        sent = rate * tau
+        if sent > qx:
+            sent = qx
+        e_tx = 0.0
+        if sent > 0.0:
+            send_time = sent / rate
+            e_tx = tx_power(rate, c_t) * send_time if not linear else (net.alpha_w_per_bps * rate + net.beta_w) * send_time
+        qx = qx - sent + done * bits[p]
+        if qx < 1e-6:
+            qx = 0.0
+
+        # -- arrivals during the slot ----------------------------------------------------------
+        a = per_slot_arrivals[t]
+        admitted = 0
+        if a and d.admit:
+            room = buffer_frames - queued
+            admitted = a if a <= room else (room if room > 0 else 0)
+            queued += admitted
+        last_arrivals = a
+
+        energy = e_compute + e_tx
+        policy.observe(Outcome(energy, done, sent))
+
+        rec_cut[t] = p
+        rec_level[t] = f
+        rec_rate[t] = rate if sent > 0.0 else 0.0
+        rec_sent[t] = sent
+        rec_qc[t] = obs.queue_frames
+        rec_qx[t] = obs.queue_bits
+        rec_energy[t] = energy
+        rec_tx_energy[t] = e_tx
+        rec_busy[t] = busy
+        rec_done[t] = done
+        rec_first[t] = first
+        rec_period[t] = period
+        rec_admitted[t] = admitted
+        rec_process[t] = d.process
+        for name in vq_names:
+            rec_vq[name][t] = policy.virtual_queues[name]
+
+    slots = {
+        "time_s": np.arange(n_slots) * tau,
+        "capacity_bps": cap,
+        "cut": rec_cut,
+        "level": rec_level,
+        "gpu_hz": system.levels_hz[rec_level],
+        "rate_bps": rec_rate,
+        "sent_bits": rec_sent,
+        "Qc_frames": rec_qc,
+        "Qx_bits": rec_qx,
+        "energy_j": rec_energy,
+        "tx_energy_j": rec_tx_energy,
+        "busy_s": rec_busy,
+        "heads_done": rec_done,
+        "admitted": rec_admitted,
+        "arrivals": np.asarray(per_slot_arrivals, dtype=np.int64),
+        "decision_ns": rec_dec_ns,
+        "process": rec_process,
+        **rec_vq,
+    }
+    frames = _frame_times(system, tau, n_slots, arrivals, arr_slot, rec_admitted, rec_done, rec_first, rec_period, rec_cut, rec_sent, rec_rate)
+    result = SimResult(slot_s=tau, slots=slots, frames=frames)
+    result.summary = summarize(result, getattr(policy, "name", type(policy).__name__), system.cut_names)
+    return result
+
+
+def _frame_times(system, tau, n_slots, arrivals, arr_slot, admitted, done, first, period, cut, sent, rate) -> dict[str, np.ndarray]:
+    """Per-frame timestamps from the per-slot FIFO counters (see the module docstring)."""
+    n_arr = len(arrivals)
+    # which arrivals were admitted: the first `admitted[t]` of the frames arriving in slot t
+    slot_start_idx = np.searchsorted(arr_slot, np.arange(n_slots))
+    rank_in_slot = np.arange(n_arr) - slot_start_idx[arr_slot]
+    is_admitted = rank_in_slot < admitted[arr_slot]
+    adm_idx = np.flatnonzero(is_admitted)
+
+    # head completions in order: slot t contributes done[t] completions at first + j*period
+    total_done = int(done.sum())
+    comp_slot = np.repeat(np.arange(n_slots), done)
+    j = np.arange(total_done) - np.repeat(np.cumsum(done) - done, done)
+    comp_time = comp_slot * tau + first[comp_slot] + j * period[comp_slot]
+    comp_cut = cut[comp_slot].astype(np.int64)
+
+    n_adm = len(adm_idx)
+    n_done = min(total_done, n_adm)
+    head_done = np.full(n_arr, np.nan)
+    frame_cut = np.full(n_arr, -1, np.int64)
+    head_done[adm_idx[:n_done]] = comp_time[:n_done]
+    frame_cut[adm_idx[:n_done]] = comp_cut[:n_done]
+
+    # uplink: FIFO over the frames with bits to send
+    bits = system.bits[comp_cut[:n_done]]
+    sent_time = np.full(n_arr, np.nan)
+    needs = bits > 0
+    if needs.any():
+        cum_bits = np.cumsum(bits[needs])
+        cum_sent_end = np.cumsum(sent)
+        cum_sent_start = cum_sent_end - sent
+        tol = 1e-6 * np.maximum(1.0, cum_bits)
+        slot_of = np.searchsorted(cum_sent_end, cum_bits - tol, side="left")
+        ok = slot_of < n_slots
+        s = slot_of[ok]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            offset = np.where(rate[s] > 0, (cum_bits[ok] - cum_sent_start[s]) / rate[s], 0.0)
+        t_sent = np.full(len(cum_bits), np.nan)
+        t_sent[ok] = s * tau + np.clip(offset, 0.0, tau)
+        idx = adm_idx[:n_done][needs]
+        sent_time[idx] = t_sent
+    local = ~needs
+    idx_local = adm_idx[:n_done][local]
+    sent_time[idx_local] = head_done[idx_local]
+
+    net = system.network
+    tail_done = np.full(n_arr, np.nan)
+    back = np.full(n_arr, np.nan)
+    done_idx = adm_idx[:n_done]
+    fc = frame_cut[done_idx]
+    remote = system.bits[fc] > 0
+    tail_done[done_idx] = np.where(remote, sent_time[done_idx] + net.rtt_s / 2 + system.tail_s[fc], head_done[done_idx])
+    result_trip = net.rtt_s / 2 + system.result_bits / net.downlink_bps
+    back[done_idx] = np.where(remote, tail_done[done_idx] + result_trip, head_done[done_idx])
+    completed = np.isfinite(back) & (back <= n_slots * tau)
+    return {
+        "arrival_s": arrivals,
+        "admitted": is_admitted,
+        "head_done_s": head_done,
+        "sent_s": sent_time,
+        "tail_done_s": tail_done,
+        "result_s": back,
+        "cut": frame_cut,
+        "completed": completed,
+    }
+
+
+def _percentiles(x: np.ndarray) -> dict[str, float]:
+    if len(x) == 0:
+        return {"mean": math.nan, "p50": math.nan, "p95": math.nan, "p99": math.nan}
+    p50, p95, p99 = np.percentile(x, [50, 95, 99])
+    return {"mean": float(x.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+
+
+def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -> dict:
+    s, fr, tau = result.slots, result.frames, result.slot_s
+    n_slots = len(s["time_s"])
+    duration = n_slots * tau
+    arrived = int(len(fr["arrival_s"]))
+    completed = int(fr["completed"].sum())
+    dropped = int((~fr["admitted"]).sum())
+    in_flight = arrived - completed - dropped
+    energy = float(s["energy_j"].sum())
+    lat_ms = (fr["result_s"][fr["completed"]] - fr["arrival_s"][fr["completed"]]) * 1e3
+    dec_us = s["decision_ns"] / 1e3
+    out = {
+        "policy": policy_name,
+        "slots": n_slots,
+        "slot_s": tau,
+        "duration_s": duration,
+        "frames": {"arrived": arrived, "completed": completed, "dropped": dropped, "in_flight": in_flight},
+        "throughput_fps": completed / duration if duration else 0.0,
+        "energy_j": energy,
+        "energy_per_frame_j": energy / completed if completed else math.nan,
+        "avg_power_w": energy / duration if duration else 0.0,
+        "tx_energy_j": float(s["tx_energy_j"].sum()),
+        "latency_ms": _percentiles(lat_ms),
+        "queues": {
+            "mean_Qc_frames": float(s["Qc_frames"].mean()),
+            "mean_Qx_bits": float(s["Qx_bits"].mean()),
+            "max_Qc_frames": float(s["Qc_frames"].max()) if n_slots else 0.0,
+            "end_Qc_frames": float(s["Qc_frames"][-1]) if n_slots else 0.0,
+            "end_Qx_bits": float(s["Qx_bits"][-1]) if n_slots else 0.0,
+        },
+        "decision_us": {
+            "median": float(np.median(dec_us)) if n_slots else math.nan,
+            "p99": float(np.percentile(dec_us, 99)) if n_slots else math.nan,
+        },
+        "choices": {
+            "cut_share": {name: float(np.mean(s["cut"][s["process"]] == i)) if s["process"].any() else 0.0
+                          for i, name in enumerate(cut_names)},
+            "mean_gpu_hz": float(np.mean(s["gpu_hz"])) if n_slots else math.nan,
+            "busy_share": float(s["busy_s"].sum() / duration) if duration else 0.0,
+        },
+    }
+    assert arrived == completed + dropped + in_flight
+    return out
