@@ -49,7 +49,7 @@ from controller.policy import Decision, Observation, Outcome
 
 _minimum, _multiply, _dot = np.minimum, np.multiply, np.dot
 
-DEFAULT_V = 50.0
+DEFAULT_V = 30.0
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
 
 
@@ -112,9 +112,10 @@ class LyapunovController:
         self._dE = np.ascontiguousarray(system.extra_energy_j()[self._pair_cut, self._pair_level])
         self._bits = np.ascontiguousarray(system.bits[self._pair_cut].astype(float))
         K = self._mu.size
-        # rows: n*dE, tau*P_idle, n*D, n   -> objective = [V_E, V_E, w_x, -c] @ rows
+        # rows: n*dE, n*D, tau*P_idle, n   -> objective = [V_E, w_x, V_E, -c] @ rows
         self._rows = np.zeros((4, K))
-        self._rows[1] = tau * system.idle_w[self._pair_level]
+        self._rows[2] = tau * system.idle_w[self._pair_level]
+        self._per_frame = np.ascontiguousarray(np.stack([self._dE, self._bits]))
         self._w = np.zeros(4)
         self._n = self._rows[3]
         self._qc0 = np.zeros(())
@@ -202,13 +203,12 @@ class LyapunovController:
             n = self._n
             self._qc0[()] = qc  # a 0-d array operand is ~40 % faster than a Python float
             _minimum(self._mu, self._qc0, out=n)
-            _multiply(n, self._dE, out=rows[0])
-            _multiply(n, self._bits, out=rows[2])
+            _multiply(n, self._per_frame, out=rows[0:2])
             self._cached_qc = qc
         w = self._w
         w[0] = v_e
-        w[1] = v_e
-        w[2] = w_x + price
+        w[1] = w_x + price
+        w[2] = v_e
         w[3] = -(qc + self.z_throughput + self.z_latency)
         obj = self._obj
         _dot(w, rows, out=obj)

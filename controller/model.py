@@ -46,14 +46,20 @@ class SystemModel:
         network: NetworkProfile,
         slot_s: float,
         edge_speedup: float = 1.0,
+        input_bytes: int | None = None,
     ) -> SystemModel:
+        """``input_bytes`` overrides what cut 0 sends (e.g. the uint8 camera frame instead of the
+        float32 input tensor, when normalisation runs on the edge)."""
         if not slot_s > 0:
             raise ValueError(f"slot_s must be > 0, got {slot_s}")
+        bits = model.wire_bits()
+        if input_bytes is not None:
+            bits[0] = 8.0 * input_bytes
         arrays = dict(
             levels_hz=board.levels.copy(),
             head_s=model.head_times_s(board),
             tail_s=model.tail_times_s(edge_speedup),
-            bits=model.wire_bits(),
+            bits=bits,
             busy_w=board.busy_power_w(),
             idle_w=board.idle_power_w(),
         )

@@ -1,0 +1,248 @@
+"""Experiment configs (``configs/experiments/*.yaml``): what one simulation run is made of.
+
+```yaml
+name: default
+board: jetson-tx2            # configs/boards name or a path
+model: resnet50              # configs/models name or a path
+network: lte-shannon         # configs/network name or a path
+input_bytes: uint8           # what cut 0 sends: tensor (the profile's bytes), uint8 (the camera
+                             # frame, C*H*W bytes; normalisation runs on the edge) or a byte count
+slot_s: 0.1
+duration_s: 300
+seed: 1
+buffer_frames: 300           # device queue size; frames beyond it are dropped (and counted)
+edge_speedup: 1.0            # divides the profile's tail times
+arrivals: {process: camera, rate_fps: 10}     # camera | poisson | trace (+ path)
+trace: {path: synthetic, format: auto, column: DL_bitrate, scale: 1.0}
+controller:
+  V: 50
+  queue_unit_bits: null      # default: D(0), the bits of one input frame
+  energy_budget_w: null      # average power budget (virtual queue Z_E)
+  throughput_floor_fps: null # served frame rate floor (virtual queue Z_T)
+  latency_epsilon: null      # epsilon-persistence latency queue Z_L (frames/slot)
+  admission_frame_value_j: null   # admission control off unless set
+  dvfs: true
+  rate_control: true
+  virtual_queues: true
+  bit_pricing: true
+```
+Relative paths inside the file are resolved against the file's folder.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from controller.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
+from controller.config import ConfigError, Section, load_yaml, resolve_named
+from controller.lyapunov import LyapunovConfig, LyapunovController
+from controller.model import SystemModel
+from controller.profiles import load_board, load_model, load_network
+from controller.seeding import make_rng
+from controller.simulator import SimResult, simulate
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    path: str = "synthetic"
+    format: str = "auto"
+    column: str = "DL_bitrate"
+    scale: float = 1.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str = "default"
+    board: str = "jetson-tx2"
+    model: str = "resnet50"
+    network: str = "lte-shannon"
+    input_bytes: str | int = "uint8"
+    slot_s: float = 0.1
+    duration_s: float = 300.0
+    seed: int = 1
+    buffer_frames: int = 300
+    edge_speedup: float = 1.0
+    arrivals: ArrivalSpec = field(default_factory=ArrivalSpec)
+    trace: TraceSpec = field(default_factory=TraceSpec)
+    controller: LyapunovConfig = field(default_factory=LyapunovConfig)
+    source: str = "built-in defaults"
+
+    @property
+    def n_slots(self) -> int:
+        return max(1, int(round(self.duration_s / self.slot_s)))
+
+
+def load_experiment(path: str | os.PathLike[str]) -> Experiment:
+    """Load and validate an experiment file (a configs/experiments name or a path)."""
+    p = resolve_named("experiments", str(path))
+    s = load_yaml(p)
+    s.check_keys([f.name for f in fields(Experiment) if f.name != "source"])
+    base = p.parent
+    d = Experiment()
+    kw: dict = {"source": str(p)}
+    if "name" in s:
+        kw["name"] = s.string("name")
+    for key in ("board", "model", "network"):
+        if key in s:
+            kw[key] = _relative(s.string(key), base)
+    if "input_bytes" in s:
+        kw["input_bytes"] = _input_bytes(s)
+    if "slot_s" in s:
+        kw["slot_s"] = s.number("slot_s", positive=True, max=60.0)
+    if "duration_s" in s:
+        kw["duration_s"] = s.number("duration_s", positive=True)
+    if "seed" in s:
+        kw["seed"] = s.integer("seed", min=0)
+    if "buffer_frames" in s:
+        kw["buffer_frames"] = s.integer("buffer_frames", min=1)
+    if "edge_speedup" in s:
+        kw["edge_speedup"] = s.number("edge_speedup", positive=True)
+    if "arrivals" in s:
+        a = s.section("arrivals")
+        a.check_keys(["process", "rate_fps", "path"])
+        process = a.string("process", d.arrivals.process, choices=ARRIVAL_PROCESSES)
+        path_ = a.string("path", None)
+        if process == "trace" and path_ is None:
+            raise a.error("path", "the trace arrival process needs a path to a file of arrival times")
+        kw["arrivals"] = ArrivalSpec(
+            process=process,
+            rate_fps=a.number("rate_fps", d.arrivals.rate_fps, positive=True),
+            path=_relative(path_, base) if path_ else None,
+        )
+    if "trace" in s:
+        t = s.section("trace")
+        t.check_keys(["path", "format", "column", "scale"])
+        from controller.traces import TRACE_FORMATS
+
+        tpath = t.string("path", "synthetic")
+        kw["trace"] = TraceSpec(
+            path=tpath if tpath.startswith("synthetic") else _relative(tpath, base),
+            format=t.string("format", "auto", choices=TRACE_FORMATS),
+            column=t.string("column", "DL_bitrate"),
+            scale=t.number("scale", 1.0, positive=True),
+        )
+    if "controller" in s:
+        kw["controller"] = controller_config(s.section("controller"))
+    return replace(d, **kw)
+
+
+def controller_config(c: Section) -> LyapunovConfig:
+    names = [f.name for f in fields(LyapunovConfig)]
+    c.check_keys(names)
+    kw: dict = {}
+    for f in fields(LyapunovConfig):
+        if f.name not in c or c.raw(f.name, None) is None:
+            continue
+        if f.name in ("dvfs", "rate_control", "virtual_queues", "bit_pricing"):
+            kw[f.name] = c.boolean(f.name)
+        elif f.name in ("fixed_cut", "fixed_level"):
+            kw[f.name] = c.integer(f.name, min=0)
+        elif f.name == "V":
+            kw["V"] = c.number("V", min=0.0)
+        else:
+            kw[f.name] = c.number(f.name, positive=True)
+    return LyapunovConfig(**kw)
+
+
+def _relative(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    p = Path(value)
+    if p.is_absolute() or not (("/" in value) or p.suffix in (".yaml", ".yml")):
+        return value  # a built-in name, or absolute
+    return str((base / p).resolve())
+
+
+def _input_bytes(s: Section) -> str | int:
+    v = s.raw("input_bytes")
+    if v in ("tensor", "uint8"):
+        return v
+    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
+        return v
+    raise s.error("input_bytes", f"expected tensor, uint8 or a positive byte count, got {v!r}")
+
+
+# -- building and running ------------------------------------------------------------------------
+
+
+@dataclass
+class Scenario:
+    """Everything one run needs, built from an :class:`Experiment`."""
+
+    experiment: Experiment
+    system: SystemModel
+    trace: object  # controller.traces.Trace
+    capacity_bps: np.ndarray
+    wrapped: bool
+    arrival_times_s: np.ndarray
+
+
+def build_system(exp: Experiment) -> SystemModel:
+    board = load_board(exp.board)
+    model = load_model(exp.model)
+    network = load_network(exp.network)
+    if exp.input_bytes == "tensor":
+        input_bytes = None
+    elif exp.input_bytes == "uint8":
+        input_bytes = int(np.prod(model.input_shape))
+    else:
+        input_bytes = int(exp.input_bytes)
+    return SystemModel.build(board, model, network, exp.slot_s, edge_speedup=exp.edge_speedup, input_bytes=input_bytes)
+
+
+def build_scenario(exp: Experiment) -> Scenario:
+    from controller.traces import load_trace
+
+    system = build_system(exp)
+    trace = load_trace(
+        exp.trace.path,
+        format=exp.trace.format,
+        column=exp.trace.column,
+        scale=exp.trace.scale,
+        seed=exp.seed,
+        duration_s=exp.duration_s,
+    )
+    caps, wrapped = trace.resample(exp.slot_s, exp.n_slots)
+    arrivals = exp.arrivals.times(exp.n_slots * exp.slot_s, make_rng(exp.seed, "arrivals"))
+    return Scenario(exp, system, trace, caps, wrapped, arrivals)
+
+
+def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True) -> SimResult:
+    """Simulate ``policy`` (default: the Lyapunov controller of the experiment) on ``sc``."""
+    exp = sc.experiment
+    if policy is None:
+        policy = LyapunovController(sc.system, exp.controller)
+    result = simulate(sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames, time_decisions=time_decisions)
+    trace = sc.trace
+    result.summary = {
+        "policy": result.summary["policy"],
+        "V": float(exp.controller.V) if isinstance(policy, LyapunovController) else None,
+        **{k: v for k, v in result.summary.items() if k != "policy"},
+        "trace": {
+            "path": trace.path,
+            "name": trace.name,
+            "format": trace.format,
+            "mean_bps": float(trace.mean_bps),
+            "duration_s": float(trace.duration_s),
+            "scale": exp.trace.scale,
+            "wrapped": bool(sc.wrapped),
+            "notes": list(trace.notes),
+        },
+        "setup": {
+            "experiment": exp.source,
+            "board": sc.system.board.name,
+            "model": sc.system.model.model,
+            "network": sc.system.network.name,
+            "cuts": list(sc.system.cut_names),
+            "arrivals": {"process": exp.arrivals.process, "rate_fps": exp.arrivals.rate_fps},
+            "seed": exp.seed,
+        },
+    }
+    if not math.isfinite(result.summary["energy_j"]):
+        raise RuntimeError("simulation produced a non-finite energy")
+    return result
