@@ -1,0 +1,185 @@
+"""The controller's decisions against brute force, and the O(1/V) / O(V) trade-off shape."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from controller.experiment import Experiment, build_scenario, run_scenario
+from controller.lyapunov import LyapunovConfig, LyapunovController
+from controller.model import SystemModel, tx_power_w
+from controller.policy import Observation, check_policy
+from controller.profiles import Cut, ModelProfile, load_board, load_network
+
+
+def random_profile(rng: np.random.Generator, n_cuts: int) -> ModelProfile:
+    total = float(rng.uniform(1e9, 2e10))
+    head = np.concatenate([[0.0], np.sort(rng.uniform(0, total, n_cuts - 2)), [total]])
+    size = np.concatenate([[rng.integers(100_000, 700_000)], rng.integers(1_000, 2_000_000, n_cuts - 2), [4000]])
+    cuts = tuple(
+        Cut(f"c{i}", int(size[i]), 1, float(head[i]), float(total - head[i]), 0.0, float((total - head[i]) / 1e13))
+        for i in range(n_cuts)
+    )
+    return ModelProfile("random", (3, 224, 224), "float32", 4000, cuts)
+
+
+def random_observation(rng: np.random.Generator) -> Observation:
+    return Observation(
+        t=0,
+        queue_frames=float(rng.choice([0.0, rng.uniform(0, 1), rng.uniform(0, 40)])),
+        queue_bits=float(rng.choice([0.0, rng.uniform(0, 1e6), rng.uniform(0, 1e8)])),
+        capacity_bps=float(rng.choice([0.0, rng.uniform(1e5, 1e8)])),
+        arrivals=1,
+    )
+
+
+def brute_force_pair(system: SystemModel, ctl: LyapunovController, obs: Observation) -> float:
+    """Best objective over (cut, level) with a plain Python loop, idling included."""
+    tau = system.slot_s
+    v_e = ctl.energy_weight()
+    price = v_e * ctl.bit_price()
+    unit = ctl._unit
+    w_x = obs.queue_bits / unit**2 + price
+    c = obs.queue_frames + ctl.z_throughput + ctl.z_latency
+    best = v_e * tau * float(system.idle_w.min())  # idle
+    if obs.queue_frames <= 0:
+        return best
+    for p in range(system.n_cuts):
+        for f in range(system.n_levels):
+            T = system.head_s[p, f]
+            mu = tau / T if T > 0 else np.inf
+            n = min(obs.queue_frames, mu)
+            energy = n * T * system.busy_w[f] + (tau - n * T) * system.idle_w[f]
+            obj = v_e * energy + w_x * n * system.bits[p] - c * n
+            best = min(best, obj)
+    return best
+
+
+def objective_of(system, ctl, obs, d) -> float:
+    tau = system.slot_s
+    v_e = ctl.energy_weight()
+    if not d.process or obs.queue_frames <= 0:
+        return v_e * tau * float(system.idle_w[d.level])
+    unit = ctl._unit
+    w_x = obs.queue_bits / unit**2 + v_e * ctl.bit_price()
+    c = obs.queue_frames + ctl.z_throughput + ctl.z_latency
+    T = system.head_s[d.cut, d.level]
+    n = min(obs.queue_frames, tau / T if T > 0 else np.inf)
+    energy = n * T * system.busy_w[d.level] + (tau - n * T) * system.idle_w[d.level]
+    return v_e * energy + w_x * n * system.bits[d.cut] - c * n
+
+
+@pytest.mark.parametrize("network", ["lte-shannon", "lte-linear"])
+@pytest.mark.parametrize("board", ["jetson-tx2", "jetson-nano", "jetson-orin-nano"])
+def test_pair_choice_matches_brute_force(network, board):
+    rng = np.random.default_rng(hash((network, board)) % 2**32)
+    for trial in range(40):
+        system = SystemModel.build(load_board(board), random_profile(rng, int(rng.integers(2, 12))), load_network(network), 0.1)
+        ctl = LyapunovController(system, LyapunovConfig(V=float(10 ** rng.uniform(-2, 4)), energy_budget_w=6.0))
+        ctl.z_energy = float(rng.uniform(0, 5))
+        for _ in range(5):
+            obs = random_observation(rng)
+            d = ctl.decide(obs)
+            got = objective_of(system, ctl, obs, d)
+            want = brute_force_pair(system, ctl, obs)
+            assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (trial, obs, d)
+
+
+def brute_force_rate(system: SystemModel, ctl: LyapunovController, obs: Observation, grid: int = 20001) -> float:
+    """Best value of v_e*P_tx(r) - w_r*r over a fine grid of feasible rates."""
+    v_e = ctl.energy_weight()
+    price = v_e * ctl.bit_price()
+    w_r = obs.queue_bits / ctl._unit**2 + ctl.z_latency / ctl._unit + price
+    r_max = min(obs.capacity_bps, obs.queue_bits / system.slot_s)
+    if r_max <= 0:
+        return 0.0
+    rates = np.linspace(0.0, r_max, grid)
+    vals = [v_e * tx_power_w(system.network, r, obs.capacity_bps) - w_r * r for r in rates]
+    return float(min(vals))
+
+
+@pytest.mark.parametrize("network", ["lte-shannon", "lte-linear"])
+def test_closed_form_rate_matches_brute_force(network):
+    rng = np.random.default_rng(7 if network == "lte-shannon" else 8)
+    system = SystemModel.build(load_board("jetson-tx2"), random_profile(rng, 5), load_network(network), 0.1)
+    checked = 0
+    for _ in range(300):
+        ctl = LyapunovController(system, LyapunovConfig(V=float(10 ** rng.uniform(-2, 4))))
+        obs = random_observation(rng)
+        d = ctl.decide(obs)
+        assert 0.0 <= d.rate_bps <= min(obs.capacity_bps, obs.queue_bits / system.slot_s) * (1 + 1e-12) + 1e-9
+        v_e = ctl.energy_weight()
+        w_r = obs.queue_bits / ctl._unit**2 + v_e * ctl.bit_price()
+        got = v_e * tx_power_w(system.network, d.rate_bps, obs.capacity_bps) - w_r * d.rate_bps
+        want = brute_force_rate(system, ctl, obs)
+        # the grid can only be worse than the true optimum
+        assert got <= want + 1e-9 * max(1.0, abs(want)), (obs, d)
+        checked += obs.queue_bits > 0 and obs.capacity_bps > 0
+    assert checked > 50
+
+
+def test_policy_contract_and_determinism(tx2_resnet50, tx2_resnet50_linear):
+    for system in (tx2_resnet50, tx2_resnet50_linear):
+        for cfg in (LyapunovConfig(), LyapunovConfig(V=1e3, energy_budget_w=5.0, throughput_floor_fps=5.0, latency_epsilon=0.5),
+                    LyapunovConfig(dvfs=False, rate_control=False, virtual_queues=False)):
+            check_policy(LyapunovController(system, cfg), system.n_cuts, system.n_levels, system.slot_s)
+
+
+def test_ablation_flags_restrict_choices(tx2_resnet50):
+    rng = np.random.default_rng(3)
+    no_dvfs = LyapunovController(tx2_resnet50, LyapunovConfig(dvfs=False))
+    no_rate = LyapunovController(tx2_resnet50, LyapunovConfig(rate_control=False))
+    fixed = LyapunovController(tx2_resnet50, LyapunovConfig(fixed_cut=tx2_resnet50.local_cut))
+    for _ in range(200):
+        obs = random_observation(rng)
+        assert no_dvfs.decide(obs).level == tx2_resnet50.n_levels - 1
+        d = no_rate.decide(obs)
+        assert d.rate_bps == pytest.approx(min(obs.capacity_bps, obs.queue_bits / tx2_resnet50.slot_s))
+        assert fixed.decide(obs).cut == tx2_resnet50.local_cut
+
+
+@pytest.fixture(scope="module")
+def long_scenario():
+    return build_scenario(Experiment(duration_s=1200.0, seed=4))
+
+
+def test_energy_falls_and_backlog_grows_with_V(long_scenario):
+    """O(1/V) penalty, O(V) backlog: over the useful V range both move monotonically."""
+    sc = long_scenario
+    runs = {}
+    for V in (1.0, 10.0, 100.0, 1000.0):
+        ctl = LyapunovController(sc.system, LyapunovConfig(V=V))
+        runs[V] = run_scenario(sc, ctl, time_decisions=False).summary
+    Vs = sorted(runs)
+    power = [runs[v]["avg_power_w"] for v in Vs]
+    per_frame = [runs[v]["energy_per_frame_j"] for v in Vs]
+    backlog = [runs[v]["queues"]["mean_Qc_frames"] + runs[v]["queues"]["mean_Qx_bits"] / sc.system.bits[0] for v in Vs]
+    assert all(b < a for a, b in zip(power, power[1:])), power
+    assert all(b < a for a, b in zip(per_frame, per_frame[1:])), per_frame
+    assert all(b > a for a, b in zip(backlog, backlog[1:])), backlog
+    # backlog grows roughly linearly in V at the top of the range
+    assert backlog[-1] / backlog[-2] > 3.0
+    for v in Vs:  # every run still serves the camera
+        assert runs[v]["throughput_fps"] > 0.95 * 10.0
+
+
+@pytest.mark.parametrize("budget_w", [5.4, 5.8])
+def test_energy_budget_met_on_average(long_scenario, budget_w):
+    sc = long_scenario
+    free = run_scenario(sc, LyapunovController(sc.system, LyapunovConfig(V=1.0)), time_decisions=False).summary
+    assert free["avg_power_w"] > budget_w  # the budget binds
+    ctl = LyapunovController(sc.system, LyapunovConfig(V=1.0, energy_budget_w=budget_w))
+    s = run_scenario(sc, ctl, time_decisions=False).summary
+    assert s["avg_power_w"] <= budget_w * 1.01
+    assert s["throughput_fps"] > 0.9 * 10.0
+
+
+def test_throughput_floor_raises_service(long_scenario):
+    sc = long_scenario
+    lazy = LyapunovConfig(V=3000.0)
+    base = run_scenario(sc, LyapunovController(sc.system, lazy), time_decisions=False).summary
+    floor = run_scenario(sc, LyapunovController(sc.system, replace(lazy, throughput_floor_fps=8.0)), time_decisions=False).summary
+    assert base["throughput_fps"] < 8.0
+    assert floor["throughput_fps"] >= 8.0 * 0.97

@@ -1,0 +1,87 @@
+"""`cutedge simulate` end to end, in a subprocess: outputs, no torch/zmq, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+# Run the CLI with torch and zmq made unimportable: simulate must not need them.
+NO_TORCH = (
+    "import sys; sys.modules['torch'] = None; sys.modules['zmq'] = None; "
+    "sys.modules['torchvision'] = None; "
+    "from cutedge.cli import main; rc = main(sys.argv[1:]); "
+    "assert 'torch' not in [m for m in sys.modules if sys.modules[m] is not None]; sys.exit(rc)"
+)
+
+
+def cutedge(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def test_simulate_default_writes_outputs(tmp_path):
+    r = cutedge("simulate", "--duration", "60", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "throughput" in r.stdout and "latency" in r.stdout
+    s = json.loads((tmp_path / "summary.json").read_text())
+    for key in ("policy", "V", "slots", "slot_s", "throughput_fps", "energy_j", "energy_per_frame_j", "avg_power_w"):
+        assert key in s
+    assert set(s["trace"]) >= {"path", "format", "mean_bps", "duration_s"}
+    assert set(s["frames"]) >= {"arrived", "completed", "dropped", "in_flight"}
+    assert set(s["latency_ms"]) >= {"mean", "p50", "p95", "p99"}
+    assert set(s["queues"]) >= {"mean_Qc_frames", "mean_Qx_bits", "max_Qc_frames"}
+    assert set(s["decision_us"]) >= {"median", "p99"}
+    f = s["frames"]
+    assert f["arrived"] == f["completed"] + f["dropped"] + f["in_flight"] > 500
+    assert s["slots"] == 600 and s["slot_s"] == 0.1
+    lines = (tmp_path / "timeseries.csv").read_text().splitlines()
+    assert len(lines) == 601
+    header = lines[0].split(",")
+    for col in ("time_s", "capacity_bps", "cut", "gpu_hz", "rate_bps", "Qc_frames", "Qx_bits", "energy_j"):
+        assert col in header
+    png = (tmp_path / "timeseries.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+
+
+def test_simulate_real_trace_reports_file_mean(tmp_path, traces_dir):
+    trace = traces_dir / "mahimahi" / "TMobile-LTE-short.up"
+    r = cutedge("simulate", "--trace", str(trace), "--duration", "200", "--V", "10", "--no-plot", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "summary.json").read_text())
+    assert s["trace"]["format"] == "mahimahi"
+    assert s["trace"]["mean_bps"] == pytest.approx(13.32e6, rel=0.01)
+    assert s["trace"]["duration_s"] == pytest.approx(140, abs=1)
+    assert "wrap" in r.stderr  # 200 s run on a 140 s trace
+    assert s["V"] == 10
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--board", "jetson-tx9"], "jetson-tx9"),
+        (["--V", "-1"], "--V"),
+        (["--duration", "0"], "--duration"),
+        (["--trace", "/nonexistent/trace.up"], "/nonexistent/trace.up"),
+        (["--trace-format", "pcap"], "pcap"),
+        (["--trace", "synthetic:lunar"], "lunar"),
+    ],
+)
+def test_simulate_bad_arguments_one_line(tmp_path, args, words):
+    r = cutedge("simulate", "--out", str(tmp_path), *args)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert words in r.stderr
+    assert len([ln for ln in r.stderr.splitlines() if ln.strip()]) <= 3
+
+
+def test_simulate_bad_trace_file(tmp_path):
+    bad = tmp_path / "bad.log"
+    bad.write_text("0.0 1.5\n1.0 -2.0\n")
+    r = cutedge("simulate", "--trace", str(bad), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert str(bad) in r.stderr and "line 2" in r.stderr
