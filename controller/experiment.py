@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
-from controller.config import ConfigError, Section, load_yaml, resolve_named
+from controller.config import Section, load_yaml, resolve_named
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.profiles import load_board, load_model, load_network

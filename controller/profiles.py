@@ -17,8 +17,12 @@ provenance:                     # where the numbers come from
   clock_hz: null                # GPU clock at which head_s holds (measured profiles)
   edge_device: ...              # device tail_s was taken on (or estimated for)
   torch: ..., date: ..., generator: ...
+  compression: int8             # optional: float16 | int8, when bytes are compressed wire bytes
+dropped_cuts: 172               # optional: dominated candidate cuts left out of `cuts`
 cuts:                           # in topological order; cut 0 sends the input, the last one
   - name: input                 # keeps everything on the device
+    index: 0                    # optional: the cut's number among all candidates of the
+                                #   partitioner (dnn_split), as the agents name it
     bytes: 602112               # bytes of all tensors crossing the cut, one input
     tensors: 1                  # how many tensors cross
     head_flops: 0               # FLOPs of everything before the cut
@@ -26,6 +30,7 @@ cuts:                           # in topological order; cut 0 sends the input, t
     head_s: 0.0                 # head time on provenance.device (at provenance.clock_hz)
     tail_s: 0.0041              # tail time on provenance.edge_device
     offered: true               # false: dominated, listed for the record, not a choice
+    max_abs_error: 0.0          # optional: accuracy cost of provenance.compression at this cut
 ```
 """
 
@@ -219,9 +224,12 @@ def load_model(name_or_path: str | os.PathLike[str]) -> ModelProfile:
     s = load_yaml(path)
     s.check_keys(["model", "input_shape", "dtype", "result_bytes", "provenance", "cuts", "dropped_cuts"])
     shape = s.numbers("input_shape", positive=True)
+    s.integer("dropped_cuts", 0, min=0)
     cuts = []
     for c in s.sections("cuts"):
-        c.check_keys(["name", "index", "bytes", "tensors", "head_flops", "tail_flops", "head_s", "tail_s", "offered"])
+        c.check_keys(["name", "index", "bytes", "tensors", "head_flops", "tail_flops", "head_s", "tail_s", "offered", "max_abs_error"])
+        c.integer("index", 0, min=0)
+        c.number("max_abs_error", 0.0, min=0.0)
         cuts.append(
             Cut(
                 name=c.string("name"),

@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 
 from controller.config import ConfigError
+from controller.seeding import make_rng
 
 TRACE_FORMATS = ("auto", "mahimahi", "two-column", "gnettrack", "nuwins")
 """Names accepted by :func:`read_trace`'s ``format``; ``auto`` sniffs the content."""
@@ -164,9 +165,13 @@ class Trace:
         try:
             value = float(factor)
         except (TypeError, ValueError):
-            raise ConfigError(self.path or self.name, "scale", f"expected a number, got {factor!r}") from None
+            raise ConfigError(
+                self.path or self.name, "scale", f"expected a number, got {factor!r}"
+            ) from None
         if not math.isfinite(value) or value <= 0.0:
-            raise ConfigError(self.path or self.name, "scale", f"must be a finite number > 0, got {factor!r}")
+            raise ConfigError(
+                self.path or self.name, "scale", f"must be a finite number > 0, got {factor!r}"
+            )
         if value == 1.0:
             return self
         return Trace(
@@ -238,7 +243,9 @@ def _read_file(path: Path) -> tuple[bytes, str]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise ConfigError(path, f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x}); binary file?") from None
+        raise ConfigError(
+            path, f"line {line}", f"not UTF-8 text (byte 0x{data[exc.start]:02x}); binary file?"
+        ) from None
     if text.startswith("\ufeff"):
         text = text[1:]
         data = data[3:]
@@ -269,6 +276,10 @@ def _sniff(text: str, path: Path) -> str:
             lines.append(line.strip())
         if len(lines) >= 20:
             break
+    if not lines:
+        raise ConfigError(
+            path, "format", "cannot tell the trace format: the first 64 KiB are blank"
+        )
     first = lines[0]
     if _RULE_RE.fullmatch(first) or _RUN_RE.fullmatch(first):
         return "nuwins"
@@ -297,7 +308,9 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     return _sniff(_read_file(file)[1], file)
 
 
-def read_trace(path: str | os.PathLike[str], format: str = "auto", column: str = "DL_bitrate") -> Trace:
+def read_trace(
+    path: str | os.PathLike[str], format: str = "auto", column: str = "DL_bitrate"
+) -> Trace:
     """Read a trace file into a :class:`Trace`.
 
     ``format`` is one of :data:`TRACE_FORMATS`; an explicit one overrides detection. ``column``
@@ -306,11 +319,15 @@ def read_trace(path: str | os.PathLike[str], format: str = "auto", column: str =
     """
     file, run = _split_run(path)
     if format not in TRACE_FORMATS:
-        raise ConfigError(file, "format", f"unknown trace format {format!r} (known: {', '.join(TRACE_FORMATS)})")
+        raise ConfigError(
+            file, "format", f"unknown trace format {format!r} (known: {', '.join(TRACE_FORMATS)})"
+        )
     data, text = _read_file(file)
     fmt = _sniff(text, file) if format == "auto" else format
     if run is not None and fmt != "nuwins":
-        raise ConfigError(file, "run", f"'#run=' selects a run of a NUWiNS .list file; this is a {fmt} trace")
+        raise ConfigError(
+            file, "run", f"'#run=' selects a run of a NUWiNS .list file; this is a {fmt} trace"
+        )
     if fmt == "mahimahi":
         edges, rate, notes = _parse_mahimahi(data, file)
     elif fmt == "two-column":
@@ -320,15 +337,21 @@ def read_trace(path: str | os.PathLike[str], format: str = "auto", column: str =
     else:
         edges, rate, notes = _parse_nuwins(text, file, run)
     if not np.any(rate > 0.0):
-        raise ConfigError(file, column if fmt == "gnettrack" else None, "all capacity values are zero")
+        raise ConfigError(
+            file, column if fmt == "gnettrack" else None, "all capacity values are zero"
+        )
     name = file.name if run is None else f"{file.name}#run={run}"
-    return Trace(name=name, path=str(file), format=fmt, edges_s=edges, rate_bps=rate, notes=tuple(notes))
+    return Trace(
+        name=name, path=str(file), format=fmt, edges_s=edges, rate_bps=rate, notes=tuple(notes)
+    )
 
 
 # -- helpers shared by the readers -----------------------------------------------------------
 
 
-def _floats(values: Sequence[str], linenos: Sequence[int] | np.ndarray, path: Path, what: str) -> np.ndarray:
+def _floats(
+    values: Sequence[str], linenos: Sequence[int] | np.ndarray, path: Path, what: str
+) -> np.ndarray:
     """Parse strings as finite floats; the first bad one is an error naming its line."""
     try:
         out = np.array(values, dtype=np.float64)
@@ -346,17 +369,19 @@ def _floats(values: Sequence[str], linenos: Sequence[int] | np.ndarray, path: Pa
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _check_time(t: np.ndarray, linenos: Sequence[int] | np.ndarray, path: Path, unit: str = "s") -> None:
-    neg = np.flatnonzero(t < 0.0)
-    if neg.size:
-        i = int(neg[0])
-        raise ConfigError(path, f"line {linenos[i]}", f"negative time {t[i]:g} {unit}")
+def _check_time(
+    t: np.ndarray, linenos: Sequence[int] | np.ndarray, path: Path, unit: str = "s"
+) -> None:
     back = np.flatnonzero(np.diff(t) < 0.0)
     if back.size:
         i = int(back[0]) + 1
         raise ConfigError(
-            path, f"line {linenos[i]}", f"time goes backwards ({t[i]:g} {unit} after {t[i - 1]:g} {unit}); times must not decrease"
+            path,
+            f"line {linenos[i]}",
+            f"time goes backwards ({t[i]:g} {unit} after {t[i - 1]:g} {unit}); times must not decrease",
         )
+    if t[0] < 0.0:  # ascending, so only the first can be negative
+        raise ConfigError(path, f"line {linenos[0]}", f"negative time {t[0]:g} {unit}")
 
 
 def _check_rate(v: np.ndarray, linenos: Sequence[int] | np.ndarray, path: Path, what: str) -> None:
@@ -439,10 +464,12 @@ def _parse_mahimahi(data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray, li
     allowed = _MAHIMAHI_ALLOWED[buf]
     if not allowed.all():
         i = int(np.argmin(allowed))
-        lineno = int(lines_before[i]) + 1 - int(buf[i] == 10)
+        lineno = int(lines_before[i]) + 1
         shown = line_text(lineno)
         what = "negative timestamp" if shown.strip().startswith("-") else "unparsable number"
-        raise ConfigError(path, f"line {lineno}", f"{what} {_show(shown)} (expected one integer, a time in ms)")
+        raise ConfigError(
+            path, f"line {lineno}", f"{what} {_show(shown)} (expected one integer, a time in ms)"
+        )
     digit = np.zeros(buf.size + 2, dtype=np.int8)
     digit[1:-1] = (buf - 48) < 10  # uint8 arithmetic wraps, so this is '0' <= b <= '9'
     change = np.diff(digit)
@@ -452,12 +479,16 @@ def _parse_mahimahi(data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray, li
     twice = np.flatnonzero(np.diff(lines) == 0)
     if twice.size:
         lineno = int(lines[twice[0]])
-        raise ConfigError(path, f"line {lineno}", f"expected one integer a line, got {_show(line_text(lineno))}")
+        raise ConfigError(
+            path, f"line {lineno}", f"expected one integer a line, got {_show(line_text(lineno))}"
+        )
     lengths = ends - starts + 1
     longest = int(lengths.max())
     if longest > 15:
         lineno = int(lines[int(np.argmax(lengths))])
-        raise ConfigError(path, f"line {lineno}", f"timestamp too large: {_show(line_text(lineno))}")
+        raise ConfigError(
+            path, f"line {lineno}", f"timestamp too large: {_show(line_text(lineno))}"
+        )
     # Add the k-th digit from the right of every number at once, for k up to the longest.
     ts = np.zeros(starts.size, dtype=np.int64)
     for k in range(longest):
@@ -467,7 +498,9 @@ def _parse_mahimahi(data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray, li
     if back.size:
         i = int(back[0]) + 1
         raise ConfigError(
-            path, f"line {int(lines[i])}", f"time goes backwards ({ts[i]} ms after {ts[i - 1]} ms); timestamps must not decrease"
+            path,
+            f"line {int(lines[i])}",
+            f"time goes backwards ({ts[i]} ms after {ts[i - 1]} ms); timestamps must not decrease",
         )
     duration_ms = int(ts[-1])
     if duration_ms <= 0:
@@ -488,7 +521,9 @@ def _parse_two_column(text: str, path: Path) -> tuple[np.ndarray, np.ndarray, li
     if wrong:
         i = wrong[0]
         raise ConfigError(
-            path, f"line {linenos[i]}", f"expected 2 columns (time_s, Mbit/s), got {len(fields[i])}: {_show(lines[i])}"
+            path,
+            f"line {linenos[i]}",
+            f"expected 2 columns (time_s, Mbit/s), got {len(fields[i])}: {_show(lines[i])}",
         )
     t = _floats([f[0] for f in fields], linenos, path, "time")
     v = _floats([f[1] for f in fields], linenos, path, "throughput")
@@ -505,7 +540,9 @@ def _parse_two_column(text: str, path: Path) -> tuple[np.ndarray, np.ndarray, li
     if dropped:
         notes.append("the first sample (at time 0) covers no interval and is not used")
     if shift > 0.0:
-        notes.append(f"time axis starts at {first_s:g} s: the trace starts one median step before, shifted by -{shift:g} s")
+        notes.append(
+            f"time axis starts at {first_s:g} s: the trace starts one median step before, shifted by -{shift:g} s"
+        )
     notes += _gap_note(edges)
     return edges, mbps * 1e6, notes
 
@@ -526,11 +563,17 @@ def _numeric_columns(header: list[str], rows: list[list[str]]) -> list[str]:
     return out
 
 
-def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _parse_gnettrack(
+    text: str, path: Path, column: str
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     linenos, lines = _numbered_lines(text)
     header = [h.strip() for h in lines[0].split(",")]
     if "Timestamp" not in header:
-        raise ConfigError(path, f"line {linenos[0]}", "the header has no 'Timestamp' column (not a G-NetTrack CSV?)")
+        raise ConfigError(
+            path,
+            f"line {linenos[0]}",
+            "the header has no 'Timestamp' column (not a G-NetTrack CSV?)",
+        )
     rows = [line.split(",") for line in lines[1:]]
     linenos = linenos[1:]
     if not rows:
@@ -538,9 +581,17 @@ def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np
     wrong = [i for i, r in enumerate(rows) if len(r) != len(header)]
     if wrong:
         i = wrong[0]
-        raise ConfigError(path, f"line {linenos[i]}", f"expected {len(header)} comma-separated fields (as in the header), got {len(rows[i])}")
+        raise ConfigError(
+            path,
+            f"line {linenos[i]}",
+            f"expected {len(header)} comma-separated fields (as in the header), got {len(rows[i])}",
+        )
     if column not in header:
-        raise ConfigError(path, column, f"no such column (numeric columns: {', '.join(_numeric_columns(header, rows))})")
+        raise ConfigError(
+            path,
+            column,
+            f"no such column (numeric columns: {', '.join(_numeric_columns(header, rows))})",
+        )
     j = header.index(column)
     raw = [r[j].strip() for r in rows]
     keep = [i for i, v in enumerate(raw) if v not in _MISSING]
@@ -548,7 +599,9 @@ def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np
         raise ConfigError(path, column, "every value is missing ('-')")
     if not _is_number(raw[keep[0]]):
         raise ConfigError(
-            path, column, f"not a numeric column (first value {_show(raw[keep[0]])}; numeric columns: {', '.join(_numeric_columns(header, rows))})"
+            path,
+            column,
+            f"not a numeric column (first value {_show(raw[keep[0]])}; numeric columns: {', '.join(_numeric_columns(header, rows))})",
         )
     kept_lines = [linenos[i] for i in keep]
     v = _floats([raw[i] for i in keep], kept_lines, path, column)
@@ -560,7 +613,11 @@ def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np
     for i, s in enumerate(stamps):
         m = _GNT_TIME_RE.fullmatch(s)
         if m is None:
-            raise ConfigError(path, f"line {linenos[i]}", f"Timestamp: expected yyyy.mm.dd_HH.MM.SS, got {_show(s)}")
+            raise ConfigError(
+                path,
+                f"line {linenos[i]}",
+                f"Timestamp: expected yyyy.mm.dd_HH.MM.SS, got {_show(s)}",
+            )
         iso.append("{}-{}-{}T{}:{}:{}".format(*m.groups()))
     try:
         when = np.array(iso, dtype="datetime64[s]")
@@ -571,9 +628,15 @@ def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np
             try:
                 np.datetime64(s, "s")
             except ValueError:
-                raise ConfigError(path, f"line {linenos[i]}", f"Timestamp: not a valid date/time {_show(stamps[i])}") from None
+                raise ConfigError(
+                    path,
+                    f"line {linenos[i]}",
+                    f"Timestamp: not a valid date/time {_show(stamps[i])}",
+                ) from None
     secs = (when - when[0]).astype(np.int64).astype(np.float64)
-    _check_time(secs, linenos, path)  # every row, missing values or not: the log's clock must run forward
+    _check_time(
+        secs, linenos, path
+    )  # every row, missing values or not: the log's clock must run forward
 
     t = secs[keep]
     t, v, merged = _merge_equal_times(t, v)
@@ -582,10 +645,14 @@ def _parse_gnettrack(text: str, path: Path, column: str) -> tuple[np.ndarray, np
     steps = np.diff(edges)
     notes = [f"{column} read as kbit/s; each second holds over the interval since the previous one"]
     if merged:
-        notes.append(f"{merged} row(s) sharing a second with another row merged into the mean of that second")
+        notes.append(
+            f"{merged} row(s) sharing a second with another row merged into the mean of that second"
+        )
     skipped = len(rows) - len(keep)
     if skipped:
-        notes.append(f"{skipped} row(s) with '-' (missing) in {column} skipped; their time takes the next row's value")
+        notes.append(
+            f"{skipped} row(s) with '-' (missing) in {column} skipped; their time takes the next row's value"
+        )
     gaps = steps > 1.0
     if np.any(gaps):
         notes.append(
@@ -610,11 +677,15 @@ def _parse_series(line: str, lineno: int, path: Path, what: str) -> np.ndarray:
         return out
     for k, p in enumerate(parts):
         if not _is_number(p):
-            raise ConfigError(path, f"line {lineno}", f"{what}, value {k + 1}: unparsable number {_show(p)}")
+            raise ConfigError(
+                path, f"line {lineno}", f"{what}, value {k + 1}: unparsable number {_show(p)}"
+            )
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def _parse_nuwins(
+    text: str, path: Path, run: int | None
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     runs: list[tuple[int, int, list[tuple[int, str]]]] = []  # (label, line of "Run k", data lines)
     seen: dict[int, int] = {}
     current: list[tuple[int, str]] | None = None
@@ -629,7 +700,11 @@ def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, n
         if m:
             label = int(m.group(1))
             if label in seen:
-                raise ConfigError(path, f"line {lineno}", f"Run {label} appears twice (first at line {seen[label]})")
+                raise ConfigError(
+                    path,
+                    f"line {lineno}",
+                    f"Run {label} appears twice (first at line {seen[label]})",
+                )
             seen[label] = lineno
             current = []
             runs.append((label, lineno, current))
@@ -642,7 +717,9 @@ def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, n
     if run is not None:
         chosen = [r for r in runs if r[0] == run]
         if not chosen:
-            raise ConfigError(path, "run", f"no Run {run} (runs: {', '.join(str(r[0]) for r in runs)})")
+            raise ConfigError(
+                path, "run", f"no Run {run} (runs: {', '.join(str(r[0]) for r in runs)})"
+            )
         runs_used = chosen
     else:
         runs_used = sorted(runs, key=lambda r: r[0])
@@ -665,16 +742,22 @@ def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, n
             v = _parse_series(vline, vl, path, f"Run {label} throughput")
             if t.size != v.size:
                 raise ConfigError(
-                    path, f"line {vl}", f"Run {label}: the time axis (line {tl}) has {t.size} values but the throughput has {v.size}"
+                    path,
+                    f"line {vl}",
+                    f"Run {label}: the time axis (line {tl}) has {t.size} values but the throughput has {v.size}",
                 )
             _check_time(t, [tl] * t.size, path)
             _check_rate(v, [vl] * v.size, path, f"Run {label} throughput (Mbit/s)")
             t, v, merged = _merge_equal_times(t, v)
             if t.size == 1 and t[0] == 0.0:
-                raise ConfigError(path, f"line {tl}", f"Run {label}: zero duration (one sample at time 0)")
+                raise ConfigError(
+                    path, f"line {tl}", f"Run {label}: zero duration (one sample at time 0)"
+                )
             edges, v, _, _ = _timed_steps(t, v)
             if merged:
-                notes.append(f"Run {label}: {merged} repeated time(s) merged into the mean of their samples")
+                notes.append(
+                    f"Run {label}: {merged} repeated time(s) merged into the mean of their samples"
+                )
             notes += _gap_note(edges, f"Run {label}: ")
             timed += 1
             extra = max(extra, len(data) - 2)
@@ -688,12 +771,16 @@ def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, n
     labels = [r[0] for r in runs_used]
     head = ["throughput read as Mbit/s"]
     if len(runs_used) > 1:
-        head.append(f"{len(runs_used)} runs concatenated in run-number order ({', '.join(map(str, labels))})")
+        head.append(
+            f"{len(runs_used)} runs concatenated in run-number order ({', '.join(map(str, labels))})"
+        )
         in_file = [r[0] for r in runs]
         if in_file != labels:
             head.append(f"the file lists the runs as {', '.join(map(str, in_file))}")
     if untimed:
-        head.append(f"{untimed} run(s) without a time axis: samples taken as {NUWINS_SAMPLE_S * 1000:g} ms apart (inferred)")
+        head.append(
+            f"{untimed} run(s) without a time axis: samples taken as {NUWINS_SAMPLE_S * 1000:g} ms apart (inferred)"
+        )
     if timed:
         head.append(f"{timed} run(s) with a time axis (line 1) and throughput (line 2)")
     if extra:
@@ -702,15 +789,6 @@ def _parse_nuwins(text: str, path: Path, run: int | None) -> tuple[np.ndarray, n
 
 
 # -- synthetic traces ------------------------------------------------------------------------
-
-
-def make_rng(seed: int) -> np.random.Generator:
-    """The one place a seed becomes a random generator: same seed, same draws."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError("seed", None, f"expected a non-negative integer, got {seed!r}")
-    if seed < 0:
-        raise ConfigError("seed", None, f"expected a non-negative integer, got {seed}")
-    return np.random.default_rng(int(seed))
 
 
 @dataclass(frozen=True)
@@ -752,7 +830,12 @@ _REGIMES: dict[str, _Regime] = {
         rel_mean=(0.15, 0.55, 1.0, 1.6),
         sojourn_s=(3.0, 5.0, 6.0, 4.0),
         sigma=(0.6, 0.45, 0.35, 0.25),
-        jump=((0.0, 1.0, 0.0, 0.0), (0.5, 0.0, 0.5, 0.0), (0.0, 0.5, 0.0, 0.5), (0.0, 0.0, 1.0, 0.0)),
+        jump=(
+            (0.0, 1.0, 0.0, 0.0),
+            (0.5, 0.0, 0.5, 0.0),
+            (0.0, 0.5, 0.0, 0.5),
+            (0.0, 0.0, 1.0, 0.0),
+        ),
         rho=0.7,
     ),
     # mmWave: high line-of-sight rate, short deep drops when a body or vehicle blocks the beam,
@@ -790,7 +873,10 @@ def _ar1(rng: np.random.Generator, n: int, rho: float) -> np.ndarray:
 
 
 def synthetic_uplink(
-    duration_s: float, seed: int, mean_bps: float = DEFAULT_SYNTHETIC_MEAN_BPS, kind: str = "markov-lte"
+    duration_s: float,
+    seed: int,
+    mean_bps: float = DEFAULT_SYNTHETIC_MEAN_BPS,
+    kind: str = "markov-lte",
 ) -> Trace:
     """A generated uplink trace, so the project runs without any data file.
 
@@ -807,14 +893,20 @@ def synthetic_uplink(
     """
     source = f"synthetic:{kind}"
     if kind not in _REGIMES:
-        raise ConfigError(source, "kind", f"unknown synthetic trace kind {kind!r} (known: {', '.join(SYNTHETIC_KINDS)})")
+        raise ConfigError(
+            source,
+            "kind",
+            f"unknown synthetic trace kind {kind!r} (known: {', '.join(SYNTHETIC_KINDS)})",
+        )
     for field_name, value in (("duration_s", duration_s), ("mean_bps", mean_bps)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not (
-            math.isfinite(float(value)) and float(value) > 0.0
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float, np.integer, np.floating))
+            or not (math.isfinite(float(value)) and float(value) > 0.0)
         ):
             raise ConfigError(source, field_name, f"must be a finite number > 0, got {value!r}")
     duration = float(duration_s)
-    rng = make_rng(seed)
+    rng = make_rng(seed, "trace")  # the project's one seed-to-generator place
     regime = _REGIMES[kind]
     dt = SYNTHETIC_SLOT_S
     n = max(1, int(math.ceil(duration / dt - 1e-9)))
@@ -867,9 +959,17 @@ def _parse_synthetic_spec(spec: str) -> tuple[str, dict[str, str]]:
     elif body.startswith("?"):
         query = body[1:]
     elif body:
-        raise ConfigError(spec, None, "expected 'synthetic', 'synthetic:<kind>' or 'synthetic:<kind>?key=value&...'")
+        raise ConfigError(
+            spec,
+            None,
+            "expected 'synthetic', 'synthetic:<kind>' or 'synthetic:<kind>?key=value&...'",
+        )
     if kind not in SYNTHETIC_KINDS:
-        raise ConfigError(spec, "kind", f"unknown synthetic trace kind {kind!r} (known: {', '.join(SYNTHETIC_KINDS)})")
+        raise ConfigError(
+            spec,
+            "kind",
+            f"unknown synthetic trace kind {kind!r} (known: {', '.join(SYNTHETIC_KINDS)})",
+        )
     params: dict[str, str] = {}
     for item in filter(None, query.split("&")):
         key, eq, value = item.partition("=")
@@ -914,12 +1014,16 @@ def load_trace(
         run_seed: int = seed
         if "seed" in values:
             if not values["seed"].is_integer() or values["seed"] < 0:
-                raise ConfigError(label, "seed", f"expected a non-negative integer, got {params['seed']!r}")
+                raise ConfigError(
+                    label, "seed", f"expected a non-negative integer, got {params['seed']!r}"
+                )
             run_seed = int(values["seed"])
         length = values.get("duration_s", duration_s)
         for key, value in (("mean_mbps", mean), ("duration_s", length)):
             if not (math.isfinite(value) and value > 0.0):
-                raise ConfigError(label, key, f"must be a finite number > 0, got {params.get(key, value)!r}")
+                raise ConfigError(
+                    label, key, f"must be a finite number > 0, got {params.get(key, value)!r}"
+                )
         trace = synthetic_uplink(length, run_seed, mean, kind)
     else:
         trace = read_trace(text, format=format, column=column)
@@ -946,7 +1050,6 @@ __all__ = [
     "Trace",
     "detect_format",
     "load_trace",
-    "make_rng",
     "read_trace",
     "shared_traces_dir",
     "synthetic_uplink",
