@@ -221,7 +221,16 @@ def load_board(name_or_path: str | os.PathLike[str]) -> BoardProfile:
 
 def load_model(name_or_path: str | os.PathLike[str]) -> ModelProfile:
     path = resolve_named("models", str(name_or_path))
-    s = load_yaml(path)
+    return model_from_section(load_yaml(path))
+
+
+def model_from_mapping(data: dict, source: str = "model profile") -> ModelProfile:
+    """A :class:`ModelProfile` from a mapping in the file schema (e.g. what the profiler built)."""
+    return model_from_section(Section(data, source))
+
+
+def model_from_section(s: Section) -> ModelProfile:
+    path = s.source
     s.check_keys(["model", "input_shape", "dtype", "result_bytes", "provenance", "cuts", "dropped_cuts"])
     shape = s.numbers("input_shape", positive=True)
     s.integer("dropped_cuts", 0, min=0)
@@ -304,4 +313,5 @@ __all__ = [
     "load_board",
     "load_model",
     "load_network",
+    "model_from_mapping",
 ]

@@ -6,7 +6,6 @@ Never imports torch or zmq (tests check this).
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +13,7 @@ from pathlib import Path
 import click
 
 from cutedge.cli import UsageFailure
+from cutedge.jsonout import write_json
 
 
 def _positive(name: str):
@@ -93,7 +93,7 @@ def _has_default() -> bool:
 
 
 def write_outputs(result, scenario, out_dir: Path, plot: bool = True) -> None:
-    (out_dir / "summary.json").write_text(json.dumps(_jsonable(result.summary), indent=2) + "\n")
+    write_json(out_dir / "summary.json", result.summary)
     s = result.slots
     columns = ["time_s", "capacity_bps", "cut", "gpu_hz", "rate_bps", "sent_bits", "Qc_frames", "Qx_bits"]
     columns += [k for k in ("Z_E", "Z_T", "Z_L") if k in s]
@@ -124,18 +124,6 @@ def _cell(v):
     if isinstance(v, float) or type(v).__name__.startswith("float"):
         return f"{float(v):.6g}"
     return int(v)
-
-
-def _jsonable(obj):
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items() if not str(k).startswith("_")}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if hasattr(obj, "item"):
-        return _jsonable(obj.item())
-    return obj
 
 
 def format_summary(sm: dict) -> str:

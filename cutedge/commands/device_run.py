@@ -1,0 +1,143 @@
+"""``cutedge device run``: the live device agent against an edge agent (see device_agent/runtime.py)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from cutedge.cli import UsageFailure
+from cutedge.jsonout import write_json
+
+
+@click.command("run")
+@click.option("--edge", "edge_endpoint", required=True, help="Edge agent endpoint, e.g. tcp://10.0.0.2:5555.")
+@click.option("--model", default="resnet18", show_default=True, help="torchvision name or package.module:factory (the edge must serve it).")
+@click.option("--input-shape", default="3,224,224", show_default=True, help="C,H,W of one frame.")
+@click.option("--weights", default=None, help="state_dict file (the edge must load the same); default: seeded random weights.")
+@click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "sysfs", "jtop", "nvml", "simulated"]))
+@click.option("--board", default=None, help="Board profile for levels and power model (configs/boards); default: the simulated backend's board.")
+@click.option("--sysfs-root", default="/", show_default=True, help="Root of the sysfs tree (a copy of it, for tests).")
+@click.option("--network", default="lte-shannon", show_default=True, help="Uplink power model (configs/network).")
+@click.option("--profile", "profile_path", default=None, help="Model profile measured on this board (cutedge profile); default: FLOPs estimate.")
+@click.option("--source", default="synthetic", show_default=True, help="synthetic, or a folder of .jpg/.png images.")
+@click.option("--fps", default=10.0, show_default=True, type=click.FloatRange(min=0.01), help="Camera frame rate.")
+@click.option("--frames", default=None, type=click.IntRange(min=1), help="Frames to process (default 300 unless --duration).")
+@click.option("--duration", default=None, type=click.FloatRange(min=0.1), help="Seconds of camera frames.")
+@click.option("--link-trace", default=None, help="Shape the uplink to follow this trace (one-machine emulation).")
+@click.option("--trace-format", default="auto", show_default=True, type=click.Choice(["auto", "mahimahi", "two-column", "gnettrack", "nuwins"]))
+@click.option("--trace-scale", default=1.0, show_default=True, type=click.FloatRange(min=0.0, min_open=True))
+@click.option("--V", "V", default=None, type=click.FloatRange(min=0.0), help="Lyapunov trade-off knob (frames^2/J).")
+@click.option("--slot", "slot_s", default=0.1, show_default=True, type=click.FloatRange(min=0.005, max=10.0), help="Slot length in seconds.")
+@click.option("--edge-timeout", default=2.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds without a reply before the edge is taken as down.")
+@click.option("--verify-every", default=0, show_default=True, type=click.IntRange(min=0), help="Check every N-th edge result against the full model on the device.")
+@click.option("--curve-server-key", default=None, help="The edge's public key file (turns CURVE on).")
+@click.option("--curve-client-secret", default=None, help="This device's secret key file (with --curve-server-key).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option("--out", default="runs/device", show_default=True, help="Output folder.")
+def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, network, profile_path, source, fps, frames, duration,
+        link_trace, trace_format, trace_scale, V, slot_s, edge_timeout, verify_every, curve_server_key, curve_client_secret, seed, out):
+    """Run the device agent: heads here, tails on the edge, clock and rate by the controller.
+
+    Writes summary.json (the keys of `cutedge simulate` plus frames.offloaded and frames.local),
+    frames.csv (one row per frame) and timeseries.png to --out. The GPU clock is restored on every
+    exit path.
+    """
+    from controller.config import ConfigError
+    from controller.experiment import Experiment
+    from controller.plots import plot_timeseries
+    from controller.profiles import load_board, load_model
+    from controller.traces import load_trace
+    from device_agent.clock import BackendError, open_backend
+    from device_agent.link import CapacityCurve
+    from device_agent.runtime import LiveAgent, LiveConfig, folder_source
+    from dnn_split.models import parse_input_shape
+    from dnn_split.partition import partition
+    from dnn_split.profile import estimate_profile
+    from wire.transport import EdgeClient
+
+    if frames is not None and duration is not None:
+        raise UsageFailure("give --frames or --duration, not both")
+    if (curve_server_key is None) != (curve_client_secret is None):
+        raise UsageFailure("CURVE needs both --curve-server-key and --curve-client-secret")
+    try:
+        shape = parse_input_shape(input_shape)
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        raise UsageFailure(f"--input-shape: {exc}") from None
+    try:
+        sel = open_backend(backend, board=board, sysfs_root=sysfs_root)
+    except BackendError as exc:
+        raise UsageFailure(str(exc)) from None
+    for note in sel.notes:
+        click.echo(note, err=True)
+    be = sel.backend
+    board_name = board or getattr(getattr(be, "board", None), "name", None)
+    if board_name is None:
+        raise UsageFailure(f"backend {be.name} does not name a board: give --board (configs/boards) for the power model")
+    board_profile = load_board(board_name)
+    part = partition(model, shape, weights=weights, seed=seed, announce=lambda m: click.echo(m, err=True))
+    if profile_path:
+        measured = load_model(profile_path)
+        doc = _profile_doc(measured)
+    else:
+        doc = estimate_profile(part, board_profile)
+    curve = None
+    trace = None
+    if link_trace:
+        trace = load_trace(link_trace, format=trace_format, scale=trace_scale, seed=seed)
+        curve = CapacityCurve(trace.edges_s, trace.rate_bps)
+    ctl = Experiment().controller
+    if V is not None:
+        ctl = replace(ctl, V=V)
+    cfg = LiveConfig(model=model, input_shape=shape, board=board_profile.name, network=network, slot_s=slot_s, fps=fps,
+                     frames=frames if frames is not None else (None if duration else 300), duration_s=duration,
+                     controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed)
+    keys = None
+    if curve_server_key:
+        from wire.curve import ClientKeys
+
+        keys = ClientKeys.load(curve_server_key, curve_client_secret)
+    src = folder_source(source, shape) if source != "synthetic" else None
+    client = EdgeClient(edge_endpoint, curve=keys)
+    try:
+        agent = LiveAgent(cfg, part, doc, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
+        if trace is not None:
+            agent.trace_path, agent.trace_format = trace.path, trace.format
+            agent.trace_mean_bps, agent.trace_duration_s = float(trace.mean_bps), float(trace.duration_s)
+        summary = agent.run()
+    except ConfigError:
+        raise
+    except BackendError as exc:
+        raise UsageFailure(str(exc)) from None
+    finally:
+        client.close()
+        be.close()
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "summary.json", summary)
+    agent.write_frames_csv(out_dir / "frames.csv")
+    slots = agent.slot_arrays()
+    if slots:
+        slots["level"] = slots["gpu_hz"]
+        slots["process"] = slots["process"].astype(bool)
+        plot_timeseries(slots, list(agent.system.cut_names), out_dir / "timeseries.png",
+                        title=f"live: {model} on {board_profile.name} ({be.name} backend), V={cfg.controller.V:g}")
+    f = summary["frames"]
+    lat = summary["latency_ms"]
+    click.echo(f"frames: {f['arrived']} arrived, {f['completed']} completed ({f['offloaded']} via the edge, "
+               f"{f['local']} on the device, {f['fallback']} of them fallback), {f['in_flight']} lost")
+    click.echo(f"throughput {summary['throughput_fps']:.2f} fps, latency mean {lat['mean']:.0f} ms p95 {lat['p95']:.0f} ms, "
+               f"energy {summary['energy_per_frame_j']:.3f} J/frame")
+    if summary["backend"]["restored"]:
+        click.echo("restored: " + ", ".join(f"{k}={v}" for k, v in summary["backend"]["restored"].items()))
+    click.echo(f"wrote {out_dir / 'summary.json'}, {out_dir / 'frames.csv'}, {out_dir / 'timeseries.png'}")
+
+
+def _profile_doc(profile) -> dict:
+    return {
+        "model": profile.model, "input_shape": list(profile.input_shape), "dtype": profile.dtype,
+        "result_bytes": profile.result_bytes, "provenance": dict(profile.provenance),
+        "cuts": [dict(name=c.name, bytes=c.bytes, tensors=c.tensors, head_flops=c.head_flops, tail_flops=c.tail_flops,
+                      head_s=c.head_s, tail_s=c.tail_s, offered=c.offered) for c in profile.cuts],
+    }

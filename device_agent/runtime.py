@@ -1,0 +1,419 @@
+"""The live device agent: the controller's decisions carried out on a real model and GPU clock.
+
+Every slot (wall clock) the agent reads its queues, the measured energy and its bandwidth
+estimate, asks the same :class:`~controller.lyapunov.LyapunovController` the simulator uses,
+pins the GPU level through a clock backend, runs heads, paces the uplink at the chosen rate and
+collects results from the edge agent. Frames are never lost:
+
+* a frame whose head ran at the last cut is complete on the device;
+* a frame sent to the edge is kept (its input tensor) until its result arrives; if the edge goes
+  silent past ``edge_timeout_s`` (or cannot be reached), every frame in flight or waiting for the
+  uplink is re-run wholly on the device, new frames run wholly on the device, and a heartbeat
+  ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes;
+* a late reply for a frame already re-run locally is dropped by the client (no duplicates).
+
+Radio energy is not on any rail of an emulated run, so the agent adds the network profile's
+``P_tx(r)`` for the time it sent (documented in the summary as ``tx_energy_j``).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from controller.lyapunov import LyapunovConfig, LyapunovController
+from controller.model import SystemModel
+from controller.policy import Observation, Outcome
+from controller.profiles import load_board, load_network, model_from_mapping
+from device_agent.clock import ClockBackend, RestoreGuard
+from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
+
+
+@dataclass
+class Frame:
+    fid: int
+    arrival_s: float
+    x: torch.Tensor
+    head_start_s: float = math.nan
+    head_done_s: float = math.nan
+    sent_s: float = math.nan
+    result_s: float = math.nan
+    cut: int = -1
+    path: str = ""          # "edge", "local", "fallback"
+    request_id: int = 0
+    result: Any = None
+
+
+@dataclass
+class LiveConfig:
+    model: str = "resnet18"
+    input_shape: tuple[int, ...] = (3, 224, 224)
+    board: str = "jetson-orin-nano"
+    network: str = "lte-shannon"
+    slot_s: float = 0.1
+    fps: float = 10.0
+    frames: int | None = 300
+    duration_s: float | None = None
+    controller: LyapunovConfig = field(default_factory=LyapunovConfig)
+    edge_timeout_s: float = 2.0
+    heartbeat_s: float = 0.5
+    drain_timeout_s: float = 30.0
+    initial_bandwidth_bps: float = 5e6
+    verify_every: int = 0
+    seed: int = 0
+    device: str = "cpu"
+
+
+class LiveAgent:
+    """One run of the device agent. ``run()`` returns the summary dict."""
+
+    def __init__(self, cfg: LiveConfig, partition, profile_doc: dict, backend: ClockBackend, client, *,
+                 link: CapacityCurve | None = None, source=None, log=print):
+        self.cfg = cfg
+        self.part = partition
+        self.backend = backend
+        self.client = client
+        self.log = log
+        board = load_board(cfg.board)
+        self.profile = model_from_mapping(profile_doc, f"profile of {cfg.model}")
+        self.system = SystemModel.build(board, self.profile, load_network(cfg.network), cfg.slot_s)
+        self.offered = [c for c in partition.cuts if c.offered]
+        if [c.name for c in self.offered] != list(self.system.cut_names):
+            raise ValueError("the model profile's offered cuts do not match the partition's: "
+                             f"{list(self.system.cut_names)} vs {[c.name for c in self.offered]}")
+        self.policy = LyapunovController(self.system, cfg.controller)
+        self.levels = [int(f) for f in board.levels_hz]
+        hw_levels = set(backend.levels_hz())
+        self.level_hz = [f if f in hw_levels else min(hw_levels, key=lambda h: abs(h - f)) for f in self.levels]
+        self.uplink = Uplink(link)
+        self.estimator = BandwidthEstimator(cfg.initial_bandwidth_bps)
+        self.source = source or synthetic_source(cfg.input_shape, cfg.seed)
+        self.local = len(self.offered) - 1
+        self.frames: list[Frame] = []
+        self.queue: deque[Frame] = deque()
+        self.in_flight: dict[int, Frame] = {}
+        self.edge_up = client is not None
+        self.edge_events: list[tuple[float, str]] = []
+        self.rows: list[dict] = []
+        self.verify: list[float] = []
+        self._last_ping = -math.inf
+        self._ping_id: int | None = None
+        self._t0 = 0.0
+
+    # -- time ------------------------------------------------------------------------------------
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    # -- the run -----------------------------------------------------------------------------------
+    def run(self) -> dict:
+        cfg = self.cfg
+        n_target = cfg.frames if cfg.frames is not None else int(math.floor((cfg.duration_s or 0) * cfg.fps))
+        arrivals = np.arange(n_target) / cfg.fps
+        meter = self.backend.energy_meter()
+        with RestoreGuard(self.backend) as guard, torch.inference_mode():
+            meter.start()
+            self._t0 = time.monotonic()
+            self.uplink = Uplink(self.uplink.capacity, start_s=0.0)
+            next_arrival = 0
+            t = 0
+            last_arrivals = 0
+            cur_level = -1
+            last_energy = 0.0
+            last_sent = 0.0
+            deadline_all = arrivals[-1] + cfg.drain_timeout_s if n_target else 0.0
+            while True:
+                t = max(t, int(self.now() // cfg.slot_s))  # a slot overrun by compute is skipped, not replayed
+                slot_start = t * cfg.slot_s
+                slot_end = slot_start + cfg.slot_s
+                self._sleep_until(slot_start)
+                now = self.now()
+                # arrivals up to now
+                came = 0
+                while next_arrival < n_target and arrivals[next_arrival] <= now:
+                    fid = next_arrival
+                    self.frames.append(Frame(fid, float(arrivals[fid]), self.source(fid)))
+                    self.queue.append(self.frames[-1])
+                    next_arrival += 1
+                    came += 1
+                self._service_network()
+                obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
+                d = self.policy.decide(obs)
+                cut, rate = d.cut, d.rate_bps
+                if not self.edge_up:
+                    cut, rate = self.local, 0.0
+                if d.level != cur_level:
+                    self.backend.pin(self.level_hz[d.level])
+                    cur_level = d.level
+                self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
+                done = 0
+                if d.process and self.queue:
+                    T_plan = float(self.system.head_s[cut, d.level])
+                    planned = len(self.queue) if T_plan <= 0 else max(1, int(math.ceil(min(len(self.queue), cfg.slot_s / T_plan) - 1e-9)))
+                    while self.queue and done < planned and self.now() < slot_end:
+                        frame = self.queue.popleft()
+                        self._run_head(frame, cut)
+                        done += 1
+                        self._service_network()
+                # let the slot run out while the link and the edge work
+                while self.now() < slot_end - 1e-4:
+                    self._service_network(wait_s=min(0.002, max(0.0, slot_end - self.now())))
+                energy = meter.read_j()
+                tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
+                slot_energy = energy - last_energy + tx_j
+                self.policy.observe(Outcome(slot_energy, done, self.uplink.sent_bits - last_sent))
+                self.rows.append({
+                    "time_s": slot_start, "capacity_est_bps": obs.capacity_bps,
+                    "capacity_bps": self.uplink.capacity_bps(slot_start) if self.uplink.capacity else math.nan,
+                    "cut": cut, "gpu_hz": self.level_hz[d.level], "rate_bps": rate,
+                    "sent_bits": self.uplink.sent_bits - last_sent, "Qc_frames": obs.queue_frames, "Qx_bits": obs.queue_bits,
+                    "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
+                    "process": d.process, "edge_up": self.edge_up,
+                })
+                last_energy, last_sent = energy, self.uplink.sent_bits
+                last_arrivals = came
+                t += 1
+                finished = next_arrival >= n_target and all(math.isfinite(f.result_s) for f in self.frames)
+                if finished:
+                    break
+                if next_arrival >= n_target and self.now() > deadline_all:
+                    self._fallback_all("drain timeout")
+                    break
+            meter.stop()
+            self.elapsed_s = self.now()
+        self.restored = guard.restored or {}
+        return self.summary()
+
+    def _sleep_until(self, t_s: float) -> None:
+        while True:
+            left = t_s - self.now()
+            if left <= 0:
+                return
+            self._service_network(wait_s=min(left, 0.005))
+
+    # -- compute ---------------------------------------------------------------------------------
+    def _run_head(self, frame: Frame, cut: int) -> None:
+        spec = self.offered[cut]
+        frame.head_start_s = self.now()
+        self.backend.mark_busy(True)
+        try:
+            outs = self.part.head(spec)(frame.x)
+        finally:
+            self.backend.mark_busy(False)
+        frame.head_done_s = self.now()
+        frame.cut = cut
+        if cut == self.local:
+            frame.result = outs
+            frame.sent_s = frame.result_s = frame.head_done_s
+            frame.path = "local"
+            return
+        tensors = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        bits = 8.0 * sum(t.numel() * t.element_size() for t in tensors)
+        self.uplink.push(Message(bits, (frame, spec.index, tensors), frame.head_done_s))
+
+    def _run_locally(self, frame: Frame, why: str) -> None:
+        """Run the whole model on the device for a frame the edge will not answer."""
+        spec = self.offered[self.local]
+        self.backend.mark_busy(True)
+        try:
+            frame.result = self.part.head(spec)(frame.x)
+        finally:
+            self.backend.mark_busy(False)
+        frame.result_s = self.now()
+        frame.path = "fallback"
+        frame.cut = self.local
+
+    # -- network -----------------------------------------------------------------------------------
+    def _service_network(self, wait_s: float = 0.0) -> None:
+        now = self.now()
+        for msg, t_dep, paced in self.uplink.advance(now):
+            frame, cut_index, tensors = msg.payload
+            if msg.started_s is not None and t_dep > msg.started_s:
+                self.estimator.add(msg.bits, t_dep - msg.started_s, paced)
+            frame.sent_s = t_dep
+            if not self.edge_up:
+                self._run_locally(frame, "edge down")
+                continue
+            try:
+                rid = self.client.submit(self.cfg.model, cut_index, tensors, timeout_s=0.05)
+            except Exception as exc:  # EdgeTimeout: no connection
+                self._edge_down(f"cannot send: {exc}")
+                self._run_locally(frame, "edge down")
+                continue
+            frame.request_id = rid
+            frame.path = "edge"
+            self.in_flight[rid] = frame
+        if self.client is None:
+            return
+        self._collect(wait_s)
+        now = self.now()
+        if self.edge_up and self.in_flight:
+            oldest = min(f.sent_s for f in self.in_flight.values())
+            if now - oldest > self.cfg.edge_timeout_s:
+                self._edge_down(f"no reply within {self.cfg.edge_timeout_s:g} s")
+        if not self.edge_up and now - self._last_ping >= self.cfg.heartbeat_s:
+            self._last_ping = now
+            if self._ping_id is not None:
+                self.client.forget(self._ping_id)
+                self._ping_id = None
+            try:
+                self._ping_id = self.client.submit_ping(timeout_s=0.01)
+            except Exception:
+                self._ping_id = None
+
+    def _collect(self, wait_s: float) -> None:
+        from wire.format import MsgType
+        from wire.transport import EdgeTimeout
+
+        timeout = wait_s
+        while True:
+            try:
+                reply = self.client.receive(timeout)
+            except EdgeTimeout:
+                return
+            timeout = 0.0
+            if reply.kind is MsgType.PONG:
+                if reply.request_id == self._ping_id:
+                    self._ping_id = None
+                    if not self.edge_up:
+                        self.edge_up = True
+                        self.edge_events.append((self.now(), "edge back: splitting resumes"))
+                        self.log(f"[{self.now():7.2f} s] edge answered a heartbeat: splitting resumes")
+                continue
+            frame = self.in_flight.pop(reply.request_id, None)
+            if frame is None:
+                continue
+            if not reply.ok:
+                self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running it locally")
+                self._run_locally(frame, "edge error")
+                continue
+            frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
+            frame.result_s = self.now()
+            if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
+                full = self.part.head(self.offered[self.local])(frame.x)
+                full = full[0] if isinstance(full, (tuple, list)) else full
+                self.verify.append(float((full - frame.result).abs().max()))
+
+    def _edge_down(self, why: str) -> None:
+        if not self.edge_up:
+            return
+        self.edge_up = False
+        self.edge_events.append((self.now(), f"edge down: {why}"))
+        lost = list(self.in_flight.values())
+        for rid in list(self.in_flight):
+            self.client.forget(rid)
+        self.in_flight.clear()
+        waiting = [m.payload[0] for m in self.uplink.drain()]
+        self.log(f"[{self.now():7.2f} s] edge down ({why}): re-running {len(lost)} sent and "
+                 f"{len(waiting)} queued frames on the device")
+        for frame in lost + waiting:
+            self._run_locally(frame, why)
+        self._last_ping = -math.inf
+
+    def _fallback_all(self, why: str) -> None:
+        for frame in list(self.in_flight.values()) + [m.payload[0] for m in self.uplink.drain()] + list(self.queue):
+            if not math.isfinite(frame.result_s):
+                self._run_locally(frame, why)
+        for rid in list(self.in_flight):
+            self.client.forget(rid)
+        self.in_flight.clear()
+        self.queue.clear()
+
+    def _tx_energy(self, rate: float, bits: float) -> float:
+        if bits <= 0 or rate <= 0:
+            return 0.0
+        cap = self.estimator.estimate_bps
+        return self.system.tx_power_w(rate, max(cap, rate)) * bits / rate
+
+    # -- results -----------------------------------------------------------------------------------
+    def summary(self) -> dict:
+        fr = self.frames
+        done = [f for f in fr if math.isfinite(f.result_s)]
+        lat = np.array([f.result_s - f.arrival_s for f in done]) * 1e3
+        duration = getattr(self, "elapsed_s", len(self.rows) * self.cfg.slot_s)
+        energy = float(sum(r["energy_j"] for r in self.rows))
+        n = len(done)
+        pct = (lambda q: float(np.percentile(lat, q))) if n else (lambda q: math.nan)
+        return {
+            "policy": self.policy.name,
+            "V": self.cfg.controller.V,
+            "slots": len(self.rows),
+            "slot_s": self.cfg.slot_s,
+            "trace": {"path": getattr(self, "trace_path", None), "format": getattr(self, "trace_format", None),
+                      "mean_bps": getattr(self, "trace_mean_bps", None), "duration_s": getattr(self, "trace_duration_s", None)},
+            "frames": {
+                "arrived": len(fr), "completed": n, "dropped": 0, "in_flight": len(fr) - n,
+                "offloaded": sum(f.path == "edge" for f in done),
+                "local": sum(f.path in ("local", "fallback") for f in done),
+                "fallback": sum(f.path == "fallback" for f in done),
+            },
+            "throughput_fps": n / duration if duration else 0.0,
+            "energy_j": energy,
+            "energy_per_frame_j": energy / n if n else math.nan,
+            "avg_power_w": energy / duration if duration else 0.0,
+            "tx_energy_j": float(sum(r["tx_energy_j"] for r in self.rows)),
+            "latency_ms": {"mean": float(lat.mean()) if n else math.nan, "p50": pct(50), "p95": pct(95), "p99": pct(99)},
+            "queues": {
+                "mean_Qc_frames": float(np.mean([r["Qc_frames"] for r in self.rows])) if self.rows else 0.0,
+                "mean_Qx_bits": float(np.mean([r["Qx_bits"] for r in self.rows])) if self.rows else 0.0,
+                "max_Qc_frames": float(max((r["Qc_frames"] for r in self.rows), default=0.0)),
+            },
+            "decision_us": {"median": math.nan, "p99": math.nan},
+            "edge_events": [{"time_s": t, "event": e} for t, e in self.edge_events],
+            "verify": {"checked": len(self.verify), "max_abs_err": max(self.verify) if self.verify else None},
+            "backend": {"name": self.backend.name, "device": self.backend.device, "restored": getattr(self, "restored", {})},
+            "setup": {"model": self.cfg.model, "board": self.cfg.board, "network": self.cfg.network,
+                      "cuts": list(self.system.cut_names), "fps": self.cfg.fps},
+        }
+
+    def write_frames_csv(self, path: Path) -> None:
+        cols = ["fid", "arrival_s", "head_start_s", "head_done_s", "sent_s", "result_s", "latency_ms", "cut", "cut_name", "path"]
+        with open(path, "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(cols)
+            for f in self.frames:
+                lat = (f.result_s - f.arrival_s) * 1e3 if math.isfinite(f.result_s) else math.nan
+                name = self.system.cut_names[f.cut] if f.cut >= 0 else ""
+                w.writerow([f.fid, *(f"{v:.6f}" for v in (f.arrival_s, f.head_start_s, f.head_done_s, f.sent_s, f.result_s)),
+                            f"{lat:.3f}", f.cut, name, f.path])
+
+    def slot_arrays(self) -> dict[str, np.ndarray]:
+        keys = self.rows[0].keys() if self.rows else []
+        return {k: np.array([r[k] for r in self.rows]) for k in keys}
+
+
+def synthetic_source(input_shape, seed: int):
+    """Frames as seeded random images: frame ``i`` is the same tensor in every run."""
+
+    def frame(i: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+        return torch.rand((1, *input_shape), generator=g)
+
+    return frame
+
+
+def folder_source(folder: str | Path, input_shape):
+    """Frames from the images in ``folder`` (sorted, cycled), resized to ``input_shape``."""
+    from torchvision.io import ImageReadMode, read_image
+    from torchvision.transforms.functional import resize
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no .jpg/.jpeg/.png images")
+    cache: dict[int, torch.Tensor] = {}
+
+    def frame(i: int) -> torch.Tensor:
+        k = i % len(files)
+        if k not in cache:
+            img = read_image(str(files[k]), ImageReadMode.RGB).float() / 255.0
+            cache[k] = resize(img, list(input_shape[1:]), antialias=True).unsqueeze(0)
+        return cache[k]
+
+    return frame
