@@ -46,6 +46,7 @@ import numpy as np
 
 from controller.model import LN2, SystemModel, shannon_log2_k
 from controller.policy import Decision, Observation, Outcome
+from controller.profiles import NetworkProfile
 
 _minimum, _multiply, _dot = np.minimum, np.multiply, np.dot
 
@@ -77,6 +78,84 @@ class LyapunovConfig:
                 raise ValueError(f"{name} must be > 0, got {v}")
 
 
+@dataclass(frozen=True, eq=False)
+class PairTables:
+    """The (cut, level) pairs a config may choose, in the order the pair search scans them.
+
+    Shared by :class:`LyapunovController` and the batched engine (``controller.batchsim``), so
+    both evaluate the same rows in the same order and break ties the same way.
+    """
+
+    cut: np.ndarray        # (K,) cut index of each pair (cut-major order)
+    level: np.ndarray      # (K,) GPU level index of each pair
+    mu: np.ndarray         # (K,) heads one slot can finish (BIG_RATE for a zero-time head)
+    per_frame: np.ndarray  # (2, K) per head: extra energy dE (J), bits D (bit)
+    idle_j: np.ndarray     # (K,) tau * P_idle(level): the slot's idle energy at the pair's level
+    idle_level: int        # the level an idle GPU parks at (least idle power among the allowed)
+    idle_cost_j: float     # tau * P_idle(idle_level)
+
+
+def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
+    """Pairs allowed by ``config`` (fixed cut/level, DVFS on or off) and their constants."""
+    tau = system.slot_s
+    P, F = system.n_cuts, system.n_levels
+    cuts = np.arange(P) if config.fixed_cut is None else np.array([config.fixed_cut])
+    if config.fixed_level is not None:
+        levels = np.array([config.fixed_level])
+    elif config.dvfs:
+        levels = np.arange(F)
+    else:
+        levels = np.array([F - 1])
+    if cuts.min() < 0 or cuts.max() >= P:
+        raise ValueError(f"fixed_cut {config.fixed_cut} outside [0, {P})")
+    if levels.min() < 0 or levels.max() >= F:
+        raise ValueError(f"fixed_level {config.fixed_level} outside [0, {F})")
+    pc, fc = np.meshgrid(cuts, levels, indexing="ij")
+    pair_cut = pc.ravel().astype(np.int64)
+    pair_level = fc.ravel().astype(np.int64)
+    head = system.head_s[pair_cut, pair_level]
+    with np.errstate(divide="ignore"):
+        mu = np.where(head > 0, tau / np.where(head > 0, head, 1.0), BIG_RATE)
+    dE = system.extra_energy_j()[pair_cut, pair_level]
+    bits = system.bits[pair_cut].astype(float)
+    best_idle = levels[np.argmin(system.idle_w[levels])]
+    return PairTables(
+        cut=pair_cut,
+        level=pair_level,
+        mu=np.ascontiguousarray(mu),
+        per_frame=np.ascontiguousarray(np.stack([dE, bits])),
+        idle_j=np.ascontiguousarray(tau * system.idle_w[pair_level]),
+        idle_level=int(best_idle),
+        idle_cost_j=tau * float(system.idle_w[best_idle]),
+    )
+
+
+def bit_price_j_per_bit(network: NetworkProfile, mean_capacity_bps):
+    """Radio energy of one bit sent at full rate on a link of ``mean_capacity_bps`` (J/bit).
+
+    Works on floats and on numpy arrays (the caller handles a capacity <= 0).
+    """
+    if network.model == "shannon":
+        return network.max_power_w / mean_capacity_bps
+    return network.alpha_w_per_bps + network.beta_w / mean_capacity_bps
+
+
+def shannon_rate_bps(w_r, v_e, network: NetworkProfile, log2_k, log2=math.log2):
+    """Stationary point of ``v_e*P_tx(r) - w_r*r`` for the Shannon power law (before clipping).
+
+    d/dr: v_e*P_max*ln2/(W*K)*2^(r/W) = w_r  ->  r = W*(log2(w_r*W/(v_e*P_max*ln2)) + log2 K),
+    with ``log2_k = log2(2^(C/W) - 1)``. ``log2`` is ``math.log2`` for the scalar controller and
+    ``np.log2`` for the batched engine (they agree bit for bit on float64).
+    """
+    W = network.bandwidth_hz
+    return W * (log2(w_r * W / (v_e * network.max_power_w * LN2)) + log2_k)
+
+
+def linear_send_gain(w_r, v_e, network: NetworkProfile, r_max):
+    """``w_r*r - v_e*(alpha*r + beta)`` at ``r = r_max``: send at ``r_max`` iff it is > 0."""
+    return (w_r - v_e * network.alpha_w_per_bps) * r_max - v_e * network.beta_w
+
+
 class LyapunovController:
     """Drift-plus-penalty controller for one device; pure numpy, no hardware.
 
@@ -90,40 +169,24 @@ class LyapunovController:
         self.system = system
         self.config = config
         tau = system.slot_s
-        P, F = system.n_cuts, system.n_levels
-        cuts = np.arange(P) if config.fixed_cut is None else np.array([config.fixed_cut])
-        if config.fixed_level is not None:
-            levels = np.array([config.fixed_level])
-        elif config.dvfs:
-            levels = np.arange(F)
-        else:
-            levels = np.array([F - 1])
-        if cuts.min() < 0 or cuts.max() >= P:
-            raise ValueError(f"fixed_cut {config.fixed_cut} outside [0, {P})")
-        if levels.min() < 0 or levels.max() >= F:
-            raise ValueError(f"fixed_level {config.fixed_level} outside [0, {F})")
-        pc, fc = np.meshgrid(cuts, levels, indexing="ij")
-        self._pair_cut = pc.ravel().astype(np.int64)
-        self._pair_level = fc.ravel().astype(np.int64)
-        head = system.head_s[self._pair_cut, self._pair_level]
-        with np.errstate(divide="ignore"):
-            mu = np.where(head > 0, tau / np.where(head > 0, head, 1.0), BIG_RATE)
-        self._mu = np.ascontiguousarray(mu)
-        self._dE = np.ascontiguousarray(system.extra_energy_j()[self._pair_cut, self._pair_level])
-        self._bits = np.ascontiguousarray(system.bits[self._pair_cut].astype(float))
+        tables = pair_tables(system, config)
+        self.tables = tables
+        self._pair_cut = tables.cut
+        self._pair_level = tables.level
+        self._mu = tables.mu
+        self._dE = tables.per_frame[0]
+        self._bits = tables.per_frame[1]
         K = self._mu.size
         # rows: n*dE, n*D, tau*P_idle, n   -> objective = [V_E, w_x, V_E, -c] @ rows
         self._rows = np.zeros((4, K))
-        self._rows[2] = tau * system.idle_w[self._pair_level]
-        self._per_frame = np.ascontiguousarray(np.stack([self._dE, self._bits]))
+        self._rows[2] = tables.idle_j
+        self._per_frame = tables.per_frame
         self._w = np.zeros(4)
         self._n = self._rows[3]
         self._qc0 = np.zeros(())
         self._obj = np.empty(K)
-        idle_levels = levels
-        best_idle = idle_levels[np.argmin(system.idle_w[idle_levels])]
-        self._idle_level = int(best_idle)
-        self._idle_cost = tau * float(system.idle_w[best_idle])
+        self._idle_level = tables.idle_level
+        self._idle_cost = tables.idle_cost_j
         self._unit = float(config.queue_unit_bits or system.bits[0])
         if not self._unit > 0:
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
@@ -175,10 +238,7 @@ class LyapunovController:
         c = self._cap_sum / self._cap_n
         if c <= 0.0:
             return 0.0
-        net = self.system.network
-        if self._shannon:
-            return net.max_power_w / c
-        return net.alpha_w_per_bps + net.beta_w / c
+        return bit_price_j_per_bit(self.system.network, c)
 
     def decide(self, obs: Observation) -> Decision:
         # The hot path: scalars in plain Python, the pair search in five numpy calls on
@@ -237,14 +297,10 @@ class LyapunovController:
         if v_e <= 0.0:
             return r_max
         if self._shannon:
-            W = net.bandwidth_hz
-            # d/dr: v_e*P_max*ln2/(W*K)*2^(r/W) = w_r  ->  r = W*(log2(w_r*W/(v_e*P_max*ln2)) + log2 K)
-            arg = w_r * W / (v_e * net.max_power_w * LN2)
-            r = W * (math.log2(arg) + shannon_log2_k(capacity, W))
+            r = shannon_rate_bps(w_r, v_e, net, shannon_log2_k(capacity, net.bandwidth_hz))
             return 0.0 if r <= 0.0 else (r if r < r_max else r_max)
         # linear: v_e*(alpha*r + beta) - w_r*r for r > 0, 0 at r = 0
-        gain = (w_r - v_e * net.alpha_w_per_bps) * r_max - v_e * net.beta_w
-        return r_max if gain > 0.0 else 0.0
+        return r_max if linear_send_gain(w_r, v_e, net, r_max) > 0.0 else 0.0
 
     def observe(self, outcome: Outcome) -> None:
         cfg = self.config

@@ -125,6 +125,7 @@ def simulate(
             if T <= 0.0:  # cut 0: nothing to run, the input is queued for the uplink at once
                 done = queued
                 first = switch
+                progress = 0.0  # a head partly run at another cut is abandoned: the input is sent
             else:
                 avail = tau - switch
                 need = (queued - progress) * T

@@ -29,7 +29,16 @@ from device_agent.clock import (
     open_backend,
 )
 
-_UNITS = {"": 1, "hz": 1, "k": 10**3, "khz": 10**3, "m": 10**6, "mhz": 10**6, "g": 10**9, "ghz": 10**9}
+_UNITS = {
+    "": 1,
+    "hz": 1,
+    "k": 10**3,
+    "khz": 10**3,
+    "m": 10**6,
+    "mhz": 10**6,
+    "g": 10**9,
+    "ghz": 10**9,
+}
 
 
 def parse_hz(text: str) -> int:
@@ -42,7 +51,9 @@ def parse_hz(text: str) -> int:
     try:
         value = Decimal(number) * _UNITS[unit]
     except (InvalidOperation, KeyError):
-        raise UsageFailure(f"HZ: expected a clock such as 1109250000 or 1109.25MHz, got {text!r}") from None
+        raise UsageFailure(
+            f"HZ: expected a clock such as 1109250000 or 1109.25MHz, got {text!r}"
+        ) from None
     if value <= 0 or value != value.to_integral_value():
         raise UsageFailure(f"HZ: expected a positive whole number of Hz, got {text!r}")
     return int(value)
@@ -65,25 +76,36 @@ def _log_warnings() -> None:
     logger = logging.getLogger("device_agent")
     if not any(isinstance(h, _WarningLine) for h in logger.handlers):
         logger.addHandler(_WarningLine(logging.WARNING))
-        logger.propagate = False
 
 
 def backend_options(fn):
     fn = click.option(
-        "--sysfs-root", default="/", show_default=True, metavar="DIR",
+        "--sysfs-root",
+        default="/",
+        show_default=True,
+        metavar="DIR",
         help="Root of the sysfs tree (a copy of a board's /sys for testing).",
     )(fn)
-    fn = click.option("--board", default=None, metavar="NAME", help="Board profile (configs/boards) or YAML path.")(fn)
     fn = click.option(
-        "--backend", default="auto", show_default=True, metavar="|".join(BACKENDS),
+        "--board", default=None, metavar="NAME", help="Board profile (configs/boards) or YAML path."
+    )(fn)
+    fn = click.option(
+        "--backend",
+        default="auto",
+        show_default=True,
+        metavar="|".join(BACKENDS),
         help="Which backend drives the GPU; auto probes sysfs, then NVML, then simulates.",
     )(fn)
     return fn
 
 
-def _open(backend: str, board: str | None, sysfs_root: str, governor: str | None = None) -> ClockBackend:
+def _open(
+    backend: str, board: str | None, sysfs_root: str, governor: str | None = None
+) -> ClockBackend:
     if backend not in BACKENDS:
-        raise UsageFailure(f"--backend: unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+        raise UsageFailure(
+            f"--backend: unknown backend {backend!r} (choose from {', '.join(BACKENDS)})"
+        )
     if not Path(sysfs_root).is_dir():
         raise UsageFailure(f"--sysfs-root: {sysfs_root} is not a directory")
     _log_warnings()
@@ -93,9 +115,11 @@ def _open(backend: str, board: str | None, sysfs_root: str, governor: str | None
         raise UsageFailure(str(exc)) from None
     for note in sel.notes:
         click.echo(f"note: {note}", err=True)
-    if governor is not None and not hasattr(sel.backend, "limits_hz") and sel.backend.name != "jtop":
+    if governor is not None and sel.backend.name not in ("sysfs", "jtop"):
         sel.backend.close()
-        raise UsageFailure(f"--governor: applies to the sysfs backend, not {sel.backend.name}")
+        raise UsageFailure(
+            f"--governor: applies to devfreq (sysfs, jtop), not the {sel.backend.name} backend"
+        )
     return sel.backend
 
 
@@ -136,6 +160,8 @@ def info(backend: str, board: str | None, sysfs_root: str, as_json: bool) -> Non
             out["telemetry"] = _read(b, Capability.TELEMETRY, b.telemetry, errors, "telemetry")
         if errors:
             out["errors"] = errors
+    for field, msg in errors.items():
+        click.echo(f"warning: {field}: {msg}", err=True)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -147,17 +173,21 @@ def info(backend: str, board: str | None, sysfs_root: str, as_json: bool) -> Non
         click.echo(f"levels:   {len(lv)}, {' '.join(f'{f / 1e6:g}' for f in lv)} MHz")
     else:
         click.echo("levels:   not available")
-    click.echo(f"current:  {fmt_hz(out['current_hz'])}" + (f" ({out['current_hz']} Hz)" if out["current_hz"] else ""))
+    click.echo(
+        f"current:  {fmt_hz(out['current_hz'])}"
+        + (f" ({out['current_hz']} Hz)" if out["current_hz"] else "")
+    )
     if out["power_w"]:
-        rails = ", ".join(f"{k} {'unreadable' if w is None else f'{w:.3f} W'}" for k, w in out["power_w"].items())
+        rails = ", ".join(
+            f"{k} {'unreadable' if w is None else f'{w:.3f} W'}" for k, w in out["power_w"].items()
+        )
         total = out["board_power_w"]
-        click.echo(f"power:    {rails}" + (f" (board {total:.3f} W)" if total is not None else ""))
+        board = f" (board {total:.3f} W)" if total is not None and len(out["power_w"]) > 1 else ""
+        click.echo(f"power:    {rails}{board}")
     else:
         click.echo("power:    not readable with this backend")
     for key, value in (out.get("telemetry") or {}).items():
         click.echo(f"{key + ':':<9} {value}")
-    for field, msg in errors.items():
-        click.echo(f"warning: {field}: {msg}", err=True)
 
 
 def _parse_hold(text: str) -> float:
@@ -173,9 +203,19 @@ def _parse_hold(text: str) -> float:
 @device.command()
 @click.argument("hz", metavar="HZ")
 @backend_options
-@click.option("--hold", "hold_text", default="0", metavar="SECONDS", help="Hold the level this long before restoring.")
-@click.option("--governor", default=None, metavar="NAME", help="sysfs: devfreq governor to use while pinned.")
-def clock(hz: str, backend: str, board: str | None, sysfs_root: str, hold_text: str, governor: str | None) -> None:
+@click.option(
+    "--hold",
+    "hold_text",
+    default="0",
+    metavar="SECONDS",
+    help="Hold the level this long before restoring.",
+)
+@click.option(
+    "--governor", default=None, metavar="NAME", help="sysfs: devfreq governor to use while pinned."
+)
+def clock(
+    hz: str, backend: str, board: str | None, sysfs_root: str, hold_text: str, governor: str | None
+) -> None:
     """Pin the GPU at HZ (a level: see `cutedge device info`), hold, then restore.
 
     HZ may carry a unit: 1109250000, 1109.25MHz, 1.02GHz. The previous clock settings are put
@@ -199,10 +239,19 @@ def clock(hz: str, backend: str, board: str | None, sysfs_root: str, hold_text: 
     finally:
         if guard.restored:
             what = ", ".join(f"{k}={v}" for k, v in guard.restored.items())
-            click.echo(f"restored: {what}" + (f" (after signal {guard.signal})" if guard.signal else ""))
+            click.echo(
+                f"restored: {what}" + (f" (after signal {guard.signal})" if guard.signal else "")
+            )
             try:
                 if Capability.READ_CLOCK in b.capabilities:
                     click.echo(f"now: {fmt_hz(b.current_hz())}")
             except BackendError as exc:
                 click.echo(f"warning: {exc}", err=True)
         b.close()
+
+
+# `cutedge device run`, the live agent (device_agent/runtime.py), lives in its own module; its
+# heavy imports (torch, zmq) happen only when it runs.
+from cutedge.commands.device_run import run as _run  # noqa: E402
+
+device.add_command(_run, "run")

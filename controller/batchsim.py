@@ -1,0 +1,571 @@
+"""Batched trace-driven engine: many scenarios of one system stepped together with numpy.
+
+A sweep runs the same system over V values x seeds x traces x policies: hundreds of scenarios
+of a few thousand slots each. :func:`controller.simulator.simulate` steps one scenario with a
+Python loop (~60 000 slot-steps/s); here every quantity of a slot is an array of shape (S,) over
+the S scenarios ("lanes"), and the controller's pair search is one (S, K) operation, so the
+Python overhead of a slot is paid once for all lanes.
+
+It is the same model, not a second one: the slot dynamics are line-for-line those of
+:func:`~controller.simulator.simulate` (see its docstring), the controller's constants and
+formulas come from :mod:`controller.lyapunov` (:func:`~controller.lyapunov.pair_tables`,
+:func:`~controller.lyapunov.bit_price_j_per_bit`, :func:`~controller.lyapunov.shannon_rate_bps`,
+:func:`~controller.lyapunov.linear_send_gain`), the objective is evaluated with ``np.matmul`` on
+the same 4-row form as the scalar controller's ``np.dot`` (the two agree bit for bit), and the
+per-frame times and summaries are built by the simulator's own functions. ``tests/controller/
+test_sweep.py`` checks that decisions and queues agree slot by slot with the scalar path.
+
+Two kinds of lane:
+
+- a :class:`~controller.lyapunov.LyapunovConfig`: the drift-plus-penalty controller (and its
+  ablations: no DVFS, no rate control, no virtual queues, fixed cut);
+- a :class:`Schedule`: a (cut, level) per slot decided in advance, sending whatever is queued at
+  full capacity. Every baseline whose choice does not look at the queues (local, edge,
+  Neurosurgeon, energy-greedy, JointDNN, any fixed pair) is a schedule: its policy object
+  computes it from the past capacities and arrivals alone (``controller.baselines``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.lyapunov import (
+    LN2,
+    LyapunovConfig,
+    bit_price_j_per_bit,
+    linear_send_gain,
+    pair_tables,
+    shannon_rate_bps,
+)
+from controller.model import SystemModel
+from controller.simulator import SimResult, _frame_times, summarize
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A policy decided in advance: ``cut[t]``, ``level[t]``; heads run, the uplink sends at full
+    capacity whatever is queued (``min(C, Q_x/slot_s)``), every arrival is admitted."""
+
+    name: str
+    cut: np.ndarray
+    level: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class Lane:
+    """One scenario of a batch: a policy, the per-slot capacity and the frame arrival times."""
+
+    name: str
+    policy: LyapunovConfig | Schedule
+    capacity_bps: np.ndarray
+    arrival_times_s: np.ndarray
+
+
+# -- model formulas on arrays (twins of controller.model's scalar ones, tested to agree) -------
+
+
+def shannon_log2_k_array(capacity_bps: np.ndarray, bandwidth_hz: float) -> np.ndarray:
+    """``log2(2^(C/W) - 1)`` elementwise; the array form of :func:`controller.model.shannon_log2_k`."""
+    x = np.asarray(capacity_bps, dtype=float) / bandwidth_hz
+    out = np.empty_like(x)
+    big = x > 50.0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[big] = x[big] + np.log2(-np.expm1(-x[big] * LN2))
+        small = ~big
+        out[small] = np.log2(np.expm1(x[small] * LN2))
+    return out
+
+
+def tx_power_w_array(system: SystemModel, rate_bps: np.ndarray, capacity_bps: np.ndarray) -> np.ndarray:
+    """Radio power elementwise; the array form of :func:`controller.model.tx_power_w`."""
+    net = system.network
+    r = np.asarray(rate_bps, dtype=float)
+    c = np.asarray(capacity_bps, dtype=float)
+    out = np.zeros_like(r)
+    pos = r > 0.0
+    if net.model == "linear":
+        out[pos] = net.alpha_w_per_bps * r[pos] + net.beta_w
+        return out
+    w = net.bandwidth_hz
+    ok = pos & (c > 0.0)
+    out[pos & ~ok] = math.inf
+    x = r[ok] / w
+    big = x > 50.0
+    log2_num = np.empty_like(x)
+    log2_num[big] = x[big] + np.log2(-np.expm1(-x[big] * LN2))
+    log2_num[~big] = np.log2(np.expm1(x[~big] * LN2))
+    out[ok] = net.max_power_w * np.power(2.0, log2_num - shannon_log2_k_array(c[ok], w))
+    return out
+
+
+# -- deciders --------------------------------------------------------------------------------
+
+
+class _LyapunovGroup:
+    """Controller lanes that share one pair set (same fixed cut/level and DVFS switch).
+
+    Everything exogenous (the running mean capacity behind the bit price, ``log2 K`` of the
+    Shannon law) is computed for all slots before the run (:meth:`prepare`); a slot then costs
+    a fixed number of numpy calls whatever the number of lanes.
+    """
+
+    def __init__(self, system: SystemModel, configs: Sequence[LyapunovConfig], sl: slice):
+        self.sl = sl
+        self.system = system
+        tau = system.slot_s
+        self.tau = tau
+        t = pair_tables(system, configs[0])
+        self.pair_cut, self.pair_level = t.cut, t.level
+        self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
+        self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
+        S, K = len(configs), t.mu.size
+        f = np.array
+        self.V = f([c.V for c in configs], dtype=float)
+        vq = f([c.virtual_queues for c in configs], dtype=bool)
+        bsj = f([c.energy_budget_w * tau if (c.energy_budget_w is not None and c.virtual_queues) else 0.0 for c in configs])
+        self.has_budget = bsj > 0.0
+        self.budget_slot_j = np.where(self.has_budget, bsj, 1.0)
+        self.budget_j = f([c.energy_budget_w * tau if c.energy_budget_w is not None else 1.0 for c in configs])
+        self.obs_budget = f([c.energy_budget_w is not None for c in configs]) & vq
+        self.floor_slot = f([c.throughput_floor_fps * tau if c.throughput_floor_fps is not None else 0.0 for c in configs])
+        self.obs_floor = f([c.throughput_floor_fps is not None for c in configs]) & vq
+        self.eps = f([c.latency_epsilon if c.latency_epsilon is not None else 0.0 for c in configs])
+        self.obs_latency = f([c.latency_epsilon is not None for c in configs]) & vq
+        self.theta = f([c.admission_frame_value_j if c.admission_frame_value_j is not None else 0.0 for c in configs])
+        self.admission = f([c.admission_frame_value_j is not None for c in configs])
+        self.pricing = f([c.bit_pricing for c in configs], dtype=bool)
+        self.rate_control = f([c.rate_control for c in configs], dtype=bool)
+        # plain bools: which optional terms any lane has (skipped entirely when none does)
+        self.any_budget = bool(self.has_budget.any())
+        self.any_obs = bool(self.obs_budget.any() or self.obs_floor.any() or self.obs_latency.any())
+        self.any_z = bool(self.obs_floor.any() or self.obs_latency.any())
+        self.any_admission = bool(self.admission.any())
+        self.all_rate_control = bool(self.rate_control.all())
+        self.any_zero_V = bool((self.V <= 0.0).any())
+        self.any_latency = bool(self.obs_latency.any())
+        self.V_idle_cost = self.V * self.idle_cost
+        self.needs_energy = bool(self.obs_budget.any())
+        units = [float(c.queue_unit_bits or system.bits[0]) for c in configs]
+        if not all(u > 0 for u in units):
+            raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
+        self.unit = f(units)
+        self.unit2 = self.unit * self.unit
+        self.shannon = system.network.model == "shannon"
+        self.rows = np.zeros((S, 4, K))
+        self.rows[:, 2, :] = t.idle_j
+        self.W = np.zeros((S, 1, 4))
+        self.obj = np.empty((S, 1, K))
+        self.lanes = np.arange(S)
+        self.t = 0
+        self.reset()
+
+    def prepare(self, mean_cap: np.ndarray, log2_k: np.ndarray | None) -> None:
+        """Per-slot exogenous inputs of this group's lanes, (T, S_g) each: the running mean of
+        the capacities seen so far (NaN before the first slot with capacity) and log2 K."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            bp = bit_price_j_per_bit(self.system.network, mean_cap)
+        ok = (mean_cap > 0.0) & self.pricing[None, :]  # False for NaN: no capacity seen yet
+        self.bit_price = np.ascontiguousarray(np.where(ok, bp, 0.0))
+        self.log2_k = log2_k
+        self.t = 0
+
+    def reset(self) -> None:
+        S = self.V.size
+        self.W[:, 0, 0] = self.V
+        self.W[:, 0, 2] = self.V
+        self.z_energy = np.zeros(S)
+        self.z_throughput = np.zeros(S)
+        self.z_latency = np.zeros(S)
+        self.last_queues = np.zeros(S)
+        self.t = 0
+
+    def decide(self, qc, qx, cap, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+        sl = self.sl
+        t = self.t
+        self.t = t + 1
+        qc = np.maximum(qc[sl], 0.0)
+        qx = qx[sl]
+        cap = cap[sl]
+        W = self.W
+        if self.any_budget:
+            v_e = self.V + np.where(self.has_budget, self.z_energy / self.budget_slot_j, 0.0)
+            W[:, 0, 0] = v_e
+            W[:, 0, 2] = v_e
+            idle_cost = v_e * self.idle_cost
+        else:  # v_e = V: its two columns of W were set once in reset()
+            v_e = self.V
+            idle_cost = self.V_idle_cost
+        price = v_e * self.bit_price[t]
+        w_x = qx / self.unit2
+        rows = self.rows
+        n = rows[:, 3, :]
+        np.minimum(self.mu, qc[:, None], out=n)
+        np.multiply(n, self.dE, out=rows[:, 0, :])
+        np.multiply(n, self.bits, out=rows[:, 1, :])
+        w_bits = W[:, 0, 1]
+        np.add(w_x, price, out=w_bits)
+        if self.any_z:
+            W[:, 0, 3] = -(qc + self.z_throughput + self.z_latency)
+        else:
+            np.negative(qc, out=W[:, 0, 3])
+        np.matmul(W, rows, out=self.obj)
+        obj = self.obj[:, 0, :]
+        k = obj.argmin(axis=1)
+        process = (qc > 0.0) & (obj[self.lanes, k] < idle_cost)
+        out_cut[sl] = self.pair_cut[k]
+        out_level[sl] = np.where(process, self.pair_level[k], self.idle_level)
+        out_process[sl] = process
+        w_r = w_x + self.z_latency / self.unit + price if self.any_z else w_bits
+        out_rate[sl] = self._rate(t, cap, qx, v_e, w_r)
+        if self.any_admission:
+            out_admit[sl] = np.where(self.admission, qc < self.V * self.theta, True)
+        elif t == 0:
+            out_admit[sl] = True
+        if self.any_latency:
+            self.last_queues = qc + qx
+
+    def _rate(self, t, cap, qx, v_e, w_r) -> np.ndarray:
+        """LyapunovController._rate, lane by lane (same formulas).
+
+        The scalar branches fold into two clips: ``r_max = 0`` gives 0 either way; ``w_r <= 0``
+        only happens with ``Q_x = 0`` (every term of w_r is >= 0), where r_max = 0; ``v_e <= 0``
+        only with V = 0, handled apart; and ``0 if r <= 0 else min(r, r_max)`` is
+        ``max(min(r, r_max), 0)`` for r_max > 0.
+        """
+        r_max = np.minimum(cap, qx / self.tau)
+        net = self.system.network
+        if self.shannon:
+            r = shannon_rate_bps(w_r, v_e, net, self.log2_k[t], np.log2)
+            chosen = np.maximum(np.minimum(r, r_max), 0.0)
+        else:
+            chosen = np.where(linear_send_gain(w_r, v_e, net, r_max) > 0.0, r_max, 0.0)
+        if self.any_zero_V:
+            chosen = np.where((v_e <= 0.0) & (w_r > 0.0), r_max, chosen)
+        if not self.all_rate_control:
+            chosen = np.where(self.rate_control, chosen, r_max)
+        return chosen
+
+    def observe(self, energy, done, sent) -> None:
+        if not self.any_obs:
+            return
+        sl = self.sl
+        if self.obs_budget.any():
+            b = self.budget_j
+            z = self.z_energy + (energy[sl] - b) / b
+            self.z_energy = np.where(self.obs_budget, np.maximum(z, 0.0), self.z_energy)
+        if self.obs_floor.any():
+            z = self.z_throughput + self.floor_slot - done[sl]
+            self.z_throughput = np.where(self.obs_floor, np.maximum(z, 0.0), self.z_throughput)
+        if self.obs_latency.any():
+            served = done[sl] + sent[sl] / self.unit
+            z = self.z_latency + np.where(self.last_queues > 0, self.eps, 0.0) - served
+            self.z_latency = np.where(self.obs_latency, np.maximum(z, 0.0), self.z_latency)
+
+    def virtual_queues(self) -> dict[str, np.ndarray]:
+        return {"Z_E": self.z_energy, "Z_T": self.z_throughput, "Z_L": self.z_latency}
+
+
+class _ScheduleGroup:
+    """Lanes that follow a precomputed (cut, level) schedule and send at full capacity."""
+
+    def __init__(self, system: SystemModel, schedules: Sequence[Schedule], sl: slice, n_slots: int):
+        self.sl = sl
+        self.tau = system.slot_s
+        for s in schedules:
+            if len(s.cut) < n_slots or len(s.level) < n_slots:
+                raise ValueError(f"schedule {s.name!r} is shorter than the run ({n_slots} slots)")
+            if s.cut.min() < 0 or s.cut.max() >= system.n_cuts or s.level.min() < 0 or s.level.max() >= system.n_levels:
+                raise ValueError(f"schedule {s.name!r} chooses a cut or level outside the tables")
+        # (T, S_g) so that a slot's decisions are one contiguous row
+        self.cut = np.ascontiguousarray(np.stack([s.cut[:n_slots] for s in schedules], axis=1).astype(np.int64))
+        self.level = np.ascontiguousarray(np.stack([s.level[:n_slots] for s in schedules], axis=1).astype(np.int64))
+        self.t = 0
+
+    def reset(self) -> None:
+        self.t = 0
+
+    def prepare(self, mean_cap: np.ndarray, log2_k: np.ndarray | None) -> None:
+        self.t = 0
+
+    def decide(self, qc, qx, cap, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+        sl = self.sl
+        out_cut[sl] = self.cut[self.t]
+        out_level[sl] = self.level[self.t]
+        out_rate[sl] = np.minimum(cap[sl], qx[sl] / self.tau)
+        out_process[sl] = True
+        out_admit[sl] = True
+        self.t += 1
+
+    def observe(self, energy, done, sent) -> None:
+        pass
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+def _slot_energy(system: SystemModel, busy, level, r, sent, cap, log2_k) -> tuple[np.ndarray, np.ndarray]:
+    """(energy, radio energy) of slots: ``busy*P_busy(f) + (slot - busy)*P_idle(f)`` plus the
+    radio's ``P_tx(r, C) * sent/r`` (simulate()'s formulas, on arrays of any shape)."""
+    tau = system.slot_s
+    net = system.network
+    e_compute = busy * system.busy_w[level] + (tau - busy) * system.idle_w[level]
+    if net.model == "shannon":
+        x = r / net.bandwidth_hz
+        log2_num = np.where(x > 50.0, x + np.log2(-np.expm1(-x * LN2)), np.log2(np.expm1(x * LN2)))
+        p_tx = net.max_power_w * np.power(2.0, log2_num - log2_k)
+    else:
+        p_tx = net.alpha_w_per_bps * r + net.beta_w
+    e_tx = np.where(sent > 0.0, p_tx * (sent / r), 0.0)
+    return e_compute + e_tx, e_tx
+
+
+def _transpose(a: np.ndarray, block: int = 256) -> np.ndarray:
+    """``a.T`` as a C-contiguous copy, copied in blocks of rows (several times faster than a
+    plain strided copy of a (slots, lanes) record)."""
+    out = np.empty((a.shape[1], a.shape[0]), dtype=a.dtype)
+    for i in range(0, a.shape[0], block):
+        out[:, i : i + block] = a[i : i + block].T
+    return out
+
+
+def _pair_key(cfg: LyapunovConfig) -> tuple:
+    return (cfg.fixed_cut, cfg.fixed_level, cfg.dvfs if cfg.fixed_level is None else None)
+
+
+def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames: int = 1000) -> list[SimResult]:
+    """Run every lane over the same number of slots; one :class:`SimResult` per lane, in order.
+
+    Equivalent to ``simulate(system, policy, lane.capacity_bps, lane.arrival_times_s,
+    buffer_frames=..., time_decisions=False)`` for each lane (decision times are not measured:
+    ``decision_ns`` is 0).
+    """
+    if not lanes:
+        return []
+    n_slots = int(len(lanes[0].capacity_bps))
+    if any(len(lane.capacity_bps) != n_slots for lane in lanes):
+        raise ValueError("all lanes of a batch must have the same number of slots")
+    if n_slots == 0:
+        raise ValueError("a run needs at least one slot")
+    # order lanes so every decider group is one contiguous slice (views, no gathers per slot)
+    lyap = [i for i, lane in enumerate(lanes) if isinstance(lane.policy, LyapunovConfig)]
+    sched = [i for i, lane in enumerate(lanes) if isinstance(lane.policy, Schedule)]
+    if len(lyap) + len(sched) != len(lanes):
+        bad = next(lane for lane in lanes if not isinstance(lane.policy, (LyapunovConfig, Schedule)))
+        raise TypeError(f"lane {bad.name!r}: policy must be a LyapunovConfig or a Schedule, got {type(bad.policy).__name__}")
+    keys: dict[tuple, list[int]] = {}
+    for i in lyap:
+        keys.setdefault(_pair_key(lanes[i].policy), []).append(i)
+    order: list[int] = []
+    groups: list = []
+    for members in keys.values():
+        sl = slice(len(order), len(order) + len(members))
+        groups.append(_LyapunovGroup(system, [lanes[i].policy for i in members], sl))
+        order += members
+    if sched:
+        sl = slice(len(order), len(order) + len(sched))
+        groups.append(_ScheduleGroup(system, [lanes[i].policy for i in sched], sl, n_slots))
+        order += sched
+    ordered = [lanes[i] for i in order]
+    S = len(ordered)
+
+    tau = system.slot_s
+    horizon = n_slots * tau
+    # lanes that share a capacity array (the V values of one trace) share its exogenous series
+    column: dict[int, int] = {}
+    unique = []
+    col_of = np.empty(S, np.int64)
+    for j, lane in enumerate(ordered):
+        key = id(lane.capacity_bps)
+        if key not in column:
+            column[key] = len(unique)
+            unique.append(np.asarray(lane.capacity_bps, dtype=float))
+        col_of[j] = column[key]
+    cap_u = np.stack(unique, axis=1)
+    cap = np.ascontiguousarray(cap_u[:, col_of])
+    arrivals_sorted = []
+    arr_slots = []
+    per_slot = np.zeros((n_slots, S), np.int64)
+    for j, lane in enumerate(ordered):
+        a = np.sort(np.asarray(lane.arrival_times_s, dtype=float))
+        a = a[(a >= 0) & (a < horizon)]
+        s_idx = np.minimum((a // tau).astype(np.int64), n_slots - 1)
+        arrivals_sorted.append(a)
+        arr_slots.append(s_idx)
+        per_slot[:, j] = np.bincount(s_idx, minlength=n_slots)
+
+    F = system.n_levels
+    head_flat = np.ascontiguousarray(system.head_s.ravel())
+    bits = system.bits
+    switch_s = float(system.board.switch_latency_s)
+    net = system.network
+    shannon = net.model == "shannon"
+    log2_k = shannon_log2_k_array(cap_u, net.bandwidth_hz).reshape(cap_u.shape)[:, col_of] if shannon else None
+    # LyapunovController.bit_price: the running mean of the capacities seen so far, counted from
+    # the first slot with capacity > 0. A sequential cumsum adds in the same order as the
+    # controller's running sum (zeros before the first positive slot change nothing), so each
+    # mean is the same float.
+    seen = np.cumsum(cap_u > 0.0, axis=0) > 0
+    first = np.where(seen.any(axis=0), seen.argmax(axis=0), n_slots)
+    cap_n = np.arange(1, n_slots + 1)[:, None] - first[None, :]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean_cap = (np.cumsum(cap_u, axis=0) / np.where(cap_n > 0, cap_n, 1))
+    mean_cap = np.where(cap_n > 0, mean_cap, np.nan)[:, col_of]
+
+    rec = {
+        "cut": np.zeros((n_slots, S), np.int16),
+        "level": np.zeros((n_slots, S), np.int16),
+        "r": np.zeros((n_slots, S)),
+        "sent": np.zeros((n_slots, S)),
+        "qc": np.zeros((n_slots, S)),
+        "qx": np.zeros((n_slots, S)),
+        "busy": np.zeros((n_slots, S)),
+        "done": np.zeros((n_slots, S), np.int64),
+        "first": np.zeros((n_slots, S)),
+        "period": np.zeros((n_slots, S)),
+        "admitted": np.zeros((n_slots, S), np.int64),
+        "process": np.zeros((n_slots, S), bool),
+    }
+    rec_vq = {name: np.zeros((n_slots, S)) for name in ("Z_E", "Z_T", "Z_L")}
+    r_cut, r_level, r_r, r_sent, r_qc, r_qx = rec["cut"], rec["level"], rec["r"], rec["sent"], rec["qc"], rec["qx"]
+    r_busy, r_done, r_first, r_period = rec["busy"], rec["done"], rec["first"], rec["period"]
+    r_admitted, r_process = rec["admitted"], rec["process"]
+    lyap_groups = [g for g in groups if isinstance(g, _LyapunovGroup)]
+    observers = [g for g in lyap_groups if g.any_obs]
+    # the slot's energy is needed inside the loop only by an energy-budget virtual queue;
+    # otherwise it is computed for all slots at once after the run (the same formula)
+    energy_in_loop = any(g.needs_energy for g in lyap_groups)
+
+    for g in groups:
+        g.reset()
+        g.prepare(mean_cap[:, g.sl], None if log2_k is None else log2_k[:, g.sl])
+    queued = np.zeros(S, np.int64)
+    progress = np.zeros(S)
+    qx = np.zeros(S)
+    prev_level = np.zeros(S, np.int64)
+    cut = np.zeros(S, np.int64)
+    level = np.zeros(S, np.int64)
+    rate = np.zeros(S)
+    process = np.zeros(S, bool)
+    admit = np.zeros(S, bool)
+    no_switch = np.zeros(S)
+    lyap_mask = np.zeros(S, bool)
+    for g in lyap_groups:
+        lyap_mask[g.sl] = True
+    where, minimum = np.where, np.minimum
+    energy = None
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for t in range(n_slots):
+            c_t = cap[t]
+            qc_obs = queued - progress
+            for g in groups:
+                g.decide(qc_obs, qx, c_t, cut, level, rate, process, admit)
+            # a clock change costs the switch latency (not before the first slot)
+            switch = (level != prev_level) * switch_s if (t and switch_s) else no_switch
+            np.copyto(prev_level, level)
+
+            # -- heads on the GPU (simulate()'s branches, lane by lane) --------------------
+            T = head_flat[cut * F + level]
+            act = process & (queued > 0)
+            avail = tau - switch
+            # a zero-time head (cut 0) has need = 0 <= avail: it takes the "fits" branch, which
+            # gives simulate()'s cut-0 values (all done, busy 0, first = switch, progress 0)
+            need = (queued - progress) * T
+            fits = act & (need <= avail)
+            over = act ^ fits
+            total = progress + avail / T
+            whole = np.floor(total)
+            done = where(fits, queued, where(over, whole, 0.0)).astype(np.int64)
+            busy = where(fits, need, where(over, avail, 0.0))
+            # act * x is where(act, x, 0.0) for the finite x here, in one call
+            np.multiply(act, switch + (1.0 - progress) * T, out=r_first[t])
+            np.multiply(act, T, out=r_period[t])
+            progress = where(fits, 0.0, where(over, total - whole, progress))
+            queued -= done
+
+            # -- uplink --------------------------------------------------------------------------
+            r = minimum(rate, c_t)
+            sent = minimum(r * tau, qx)
+            r_qx[t] = qx
+            qx = qx - sent + done * bits[cut]
+            qx[qx < 1e-6] = 0.0
+
+            # -- arrivals during the slot ------------------------------------------------------
+            admitted = where(admit, minimum(per_slot[t], np.maximum(buffer_frames - queued, 0)), 0)
+            queued += admitted
+
+            if energy_in_loop:
+                energy = _slot_energy(system, busy, level, r, sent, c_t, None if log2_k is None else log2_k[t])[0]
+            for g in observers:
+                g.observe(energy, done, sent)
+
+            r_cut[t] = cut
+            r_level[t] = level
+            r_r[t] = r
+            r_sent[t] = sent
+            r_qc[t] = qc_obs
+            r_busy[t] = busy
+            r_done[t] = done
+            r_admitted[t] = admitted
+            r_process[t] = process
+            for g in observers:
+                for name, z in g.virtual_queues().items():
+                    rec_vq[name][t, g.sl] = z
+
+
+    # -- per lane: energy, then the simulator's own per-frame reconstruction and summary -------
+    # In chunks of lanes: each chunk's records are transposed to (lanes, slots) while they are
+    # in cache, and the energy of all its slots is computed at once (simulate()'s formulas).
+    results: list[SimResult | None] = [None] * S
+    time_s = np.arange(n_slots) * tau
+    chunk = 64
+    for j0 in range(0, S, chunk):
+        j1 = min(j0 + chunk, S)
+        cols = {k: _transpose(v[:, j0:j1]) for k, v in rec.items()}
+        vq_cols = {k: _transpose(v[:, j0:j1]) for k, v in rec_vq.items()}
+        cap_c = _transpose(cap[:, j0:j1])
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            cols["energy"], cols["tx"] = _slot_energy(
+                system, cols["busy"], cols["level"].astype(np.int64), cols["r"], cols["sent"], cap_c,
+                None if log2_k is None else _transpose(log2_k[:, j0:j1]),
+            )
+        cols["rate"] = np.where(cols["sent"] > 0.0, cols["r"], 0.0)
+        for jj in range(j1 - j0):
+            j = j0 + jj
+            level_j = cols["level"][jj]
+            slots = {
+                "time_s": time_s,
+                "capacity_bps": cap_c[jj],
+                "cut": cols["cut"][jj],
+                "level": level_j,
+                "gpu_hz": system.levels_hz[level_j],
+                "rate_bps": cols["rate"][jj],
+                "sent_bits": cols["sent"][jj],
+                "Qc_frames": cols["qc"][jj],
+                "Qx_bits": cols["qx"][jj],
+                "energy_j": cols["energy"][jj],
+                "tx_energy_j": cols["tx"][jj],
+                "busy_s": cols["busy"][jj],
+                "heads_done": cols["done"][jj],
+                "admitted": cols["admitted"][jj],
+                "arrivals": per_slot[:, j].copy(),
+                "decision_ns": np.zeros(n_slots, np.int64),
+                "process": cols["process"][jj],
+            }
+            if lyap_mask[j]:
+                slots.update({k: v[jj] for k, v in vq_cols.items()})
+            frames = _frame_times(
+                system, tau, n_slots, arrivals_sorted[j], arr_slots[j], cols["admitted"][jj], cols["done"][jj],
+                cols["first"][jj], cols["period"][jj], cols["cut"][jj], cols["sent"][jj], cols["rate"][jj],
+            )
+            res = SimResult(slot_s=tau, slots=slots, frames=frames)
+            res.summary = summarize(res, ordered[j].name, system.cut_names)
+            results[order[j]] = res
+    return results  # type: ignore[return-value]
+
+
+__all__ = ["Lane", "Schedule", "shannon_log2_k_array", "simulate_batch", "tx_power_w_array"]

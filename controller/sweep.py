@@ -1,0 +1,642 @@
+"""Sweeps: every policy x V x trace x seed on one system, the LP bound per trace, one CSV row each.
+
+A sweep is cut into work units, one per (trace, seed). A unit builds its scenario once, finds
+the best static pair in hindsight (which ``static-best`` and ``dvfs-only`` need), runs every
+policy lane together in the batched engine (:mod:`controller.batchsim`), solves the stationary
+LP bound (:mod:`controller.bounds`) for the offered load and for each V policy's served load,
+and returns plain rows. Units are independent and deterministic (every random draw comes from
+the unit's seed), so the same sweep gives the same numbers with any number of workers and on
+any executor; rows are put back in unit order.
+
+Sweep config (``configs/experiments/sweep-*.yaml``)::
+
+    name: sweep-default
+    experiment: default            # the experiment every run starts from (name or path)
+    duration_s: 600                # optional overrides of the experiment
+    controller: {throughput_floor_fps: 9.5}   # merged into the experiment's controller section
+    policies: all                  # or a list of names (controller.baselines.POLICY_NAMES)
+    V: [0.3, 1, 3, ...]            # values for the V policies
+    seeds: 1                       # seeds experiment.seed, +1, ...
+    traces:                        # synthetic specs or files; relative file paths are resolved
+      - {path: "synthetic:markov-lte", label: LTE}          # against --trace-root, then
+      - {path: mahimahi/ATT-LTE-driving.up, label: ATT}    # $CUTEDGE_TRACES, then this file's
+      - {path: lumos5g/4G/x, format: two-column, scale: 0.1}   # folder
+    baselines: {estimate_window: 10, arrival_ewma: 0.2, jointdnn_latency_weight_j_per_s: null,
+                serve_fraction: 0.99}
+    bound: {tangents: 64}
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+
+from controller.baselines import (
+    FIXED_POLICIES,
+    V_POLICIES,
+    BaselineOptions,
+    controller_config,
+    make_policy,
+    parse_policies,
+    static_best,
+)
+from controller.config import ConfigError, Section, load_yaml, resolve_named
+from controller.experiment import Experiment, TraceSpec, build_scenario, load_experiment
+from controller.experiment import controller_config as parse_controller
+from controller.lyapunov import LyapunovConfig
+
+DEFAULT_V = (0.3, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
+DEFAULT_TRACES = (
+    ("synthetic:markov-lte", "LTE (synthetic)"),
+    ("synthetic:5g-mmwave", "5G mmWave (synthetic)"),
+    ("synthetic:wifi", "Wi-Fi (synthetic)"),
+)
+EXECUTORS = ("local", "dask", "ray")
+
+ROW_FIELDS = (
+    "policy", "V", "trace", "seed", "throughput_fps", "energy_per_frame_j", "avg_power_w", "energy_j",
+    "tx_energy_j", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "frames_arrived",
+    "frames_completed", "frames_dropped", "frames_in_flight", "mean_Qc_frames", "mean_Qx_bits", "max_Qc_frames",
+    "end_Qc_frames", "end_Qx_bits", "mean_gpu_mhz", "busy_share", "cut_shares", "choice", "trace_mean_mbps",
+    "trace_wrapped", "duration_s",
+)
+BOUND_FIELDS = (
+    "trace", "seed", "p_star_w", "p_star_j_per_frame", "p_star_mix", "arrival_fps", "policy", "V", "avg_power_w",
+    "energy_per_frame_j", "throughput_fps", "gap_pct", "serves_load", "p_star_served_w", "gap_served_pct", "status",
+)
+
+
+class SweepError(ValueError):
+    """A sweep that cannot run as asked (bad executor, missing package, bad trace list)."""
+
+
+@dataclass(frozen=True)
+class TraceEntry:
+    """One trace of a sweep: a synthetic spec or a file, how to read it, and its label."""
+
+    path: str
+    format: str = "auto"
+    column: str = "DL_bitrate"
+    scale: float = 1.0
+    label: str = ""
+
+    @property
+    def name(self) -> str:
+        if self.label:
+            return self.label
+        if self.path.startswith("synthetic"):
+            return self.path
+        return Path(self.path).name + (f" x{self.scale:g}" if self.scale != 1.0 else "")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    name: str = "sweep"
+    experiment: Experiment = field(default_factory=Experiment)
+    policies: tuple[str, ...] = tuple(parse_policies("all"))
+    V: tuple[float, ...] = DEFAULT_V
+    traces: tuple[TraceEntry, ...] = tuple(TraceEntry(p, label=lbl) for p, lbl in DEFAULT_TRACES)
+    seeds: int = 1
+    options: BaselineOptions = field(default_factory=BaselineOptions)
+    tangents: int = 64
+    source: str = "built-in defaults"
+
+    def units(self) -> list[Unit]:
+        base = self.experiment.seed
+        out = []
+        for ti, tr in enumerate(self.traces):
+            for k in range(self.seeds):
+                out.append(Unit(len(out), tr, ti, base + k, self.experiment, self.policies, self.V, self.options, self.tangents))
+        return out
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One (trace, seed) of a sweep: everything a worker needs, picklable."""
+
+    index: int
+    trace: TraceEntry
+    trace_index: int
+    seed: int
+    experiment: Experiment
+    policies: tuple[str, ...]
+    V: tuple[float, ...]
+    options: BaselineOptions
+    tangents: int
+
+
+@dataclass
+class UnitResult:
+    index: int
+    rows: list[dict]
+    bounds: list[dict]
+    notes: list[str]
+    seconds: float
+
+
+# -- config ----------------------------------------------------------------------------------
+
+
+def check_V(values: Sequence[float], source: str = "V") -> tuple[float, ...]:
+    out = []
+    for v in values:
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            raise ConfigError(source, None, f"not a number: {v!r}") from None
+        if not (math.isfinite(x) and x >= 0.0):
+            raise ConfigError(source, None, f"V must be finite and >= 0, got {v!r}")
+        out.append(x)
+    if not out:
+        raise ConfigError(source, None, "no V value given")
+    return tuple(dict.fromkeys(out))
+
+
+def resolve_trace_path(path: str, trace_root: str | os.PathLike[str] | None, config_dir: Path | None) -> str:
+    """Where a sweep's trace file is: absolute as is; relative against ``trace_root``, then
+    ``$CUTEDGE_TRACES``, then the config file's folder. Synthetic specs pass through."""
+    if path.startswith("synthetic"):
+        return path
+    p = Path(path.split("#", 1)[0])
+    suffix = path[len(str(p)) :] if "#" in path else ""
+    if p.is_absolute():
+        return path
+    roots: list[Path] = []
+    if trace_root is not None:
+        roots.append(Path(trace_root))
+    elif os.environ.get("CUTEDGE_TRACES"):
+        roots.append(Path(os.environ["CUTEDGE_TRACES"]))
+    if config_dir is not None and trace_root is None:
+        roots.append(config_dir)
+    if not roots:
+        roots.append(Path.cwd())
+    for root in roots:
+        if (root / p).exists():
+            return str((root / p).resolve()) + suffix
+    where = " or ".join(str(r) for r in roots)
+    raise ConfigError(path, None, f"trace file not found under {where} (give the folder with --trace-root)")
+
+
+def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] | None = None) -> SweepConfig:
+    """Load a sweep config (a configs/experiments name or a path)."""
+    p = resolve_named("experiments", str(path))
+    s = load_yaml(p)
+    known = ["name", "experiment", "duration_s", "controller", "policies", "V", "seeds", "traces", "baselines", "bound"]
+    if "experiment" not in s and "policies" not in s and "V" not in s:
+        raise ConfigError(p, None, "not a sweep config (expected experiment, policies, V, traces); use cutedge simulate for an experiment file")
+    s.check_keys(known)
+    base = load_experiment(_relative_config(s.string("experiment", "default"), p.parent))
+    if "duration_s" in s:
+        base = replace(base, duration_s=s.number("duration_s", positive=True))
+    if "controller" in s:
+        base = replace(base, controller=merge_controller(base.controller, s.section("controller")))
+    policies = tuple(parse_policies("all"))
+    if "policies" in s:
+        raw = s.raw("policies")
+        try:
+            policies = tuple(parse_policies(raw if isinstance(raw, str) else [str(x) for x in raw]))
+        except (ValueError, TypeError) as exc:
+            raise s.error("policies", str(exc)) from None
+    V = DEFAULT_V
+    if "V" in s:
+        V = check_V(s.numbers("V", min=0.0), f"{p}: V")
+    seeds = s.integer("seeds", 1, min=1)
+    traces = tuple(TraceEntry(path, label=lbl) for path, lbl in DEFAULT_TRACES)
+    if "traces" in s:
+        entries = []
+        for t in s.sections("traces"):
+            t.check_keys(["path", "format", "column", "scale", "label"])
+            from controller.traces import TRACE_FORMATS
+
+            raw_path = t.string("path")
+            entries.append(
+                TraceEntry(
+                    path=resolve_trace_path(raw_path, trace_root, p.parent),
+                    format=t.string("format", "auto", choices=TRACE_FORMATS),
+                    column=t.string("column", "DL_bitrate"),
+                    scale=t.number("scale", 1.0, positive=True),
+                    label=t.string("label", "") or TraceEntry(raw_path).name,
+                )
+            )
+        traces = tuple(entries)
+    options = BaselineOptions()
+    if "baselines" in s:
+        b = s.section("baselines")
+        names = [f.name for f in fields(BaselineOptions)]
+        b.check_keys(names)
+        kw: dict = {}
+        if "estimate_window" in b:
+            kw["estimate_window"] = b.integer("estimate_window", min=1)
+        if "arrival_ewma" in b:
+            kw["arrival_ewma"] = b.number("arrival_ewma", positive=True, max=1.0)
+        if b.raw("jointdnn_latency_weight_j_per_s", None) is not None:
+            kw["jointdnn_latency_weight_j_per_s"] = b.number("jointdnn_latency_weight_j_per_s", min=0.0)
+        if "serve_fraction" in b:
+            kw["serve_fraction"] = b.number("serve_fraction", positive=True, max=1.0)
+        options = BaselineOptions(**kw)
+    tangents = 64
+    if "bound" in s:
+        bd = s.section("bound")
+        bd.check_keys(["tangents"])
+        tangents = bd.integer("tangents", 64, min=2, max=10_000)
+    return SweepConfig(
+        name=s.string("name", p.stem), experiment=base, policies=policies, V=V, traces=traces, seeds=seeds,
+        options=options, tangents=tangents, source=str(p),
+    )
+
+
+def _relative_config(value: str, base: Path) -> str:
+    q = Path(value)
+    if q.is_absolute() or not ("/" in value or q.suffix in (".yaml", ".yml")):
+        return value
+    return str((base / q).resolve())
+
+
+def merge_controller(cfg: LyapunovConfig, section: Section) -> LyapunovConfig:
+    """``cfg`` with the keys present in ``section`` replaced (validated like an experiment's)."""
+    parsed = parse_controller(section)
+    present = {f.name: getattr(parsed, f.name) for f in fields(LyapunovConfig) if f.name in section}
+    try:
+        return replace(cfg, **present)
+    except ValueError as exc:
+        raise section.error(None, str(exc)) from None
+
+
+# -- one unit --------------------------------------------------------------------------------
+
+_BOUND_CACHE: dict = {}
+
+
+def _bound_for(system, exp: Experiment, tangents: int, constrained: bool = True):
+    """One compiled LP per (system, constraints) per process (DPP: compile once, solve often).
+
+    ``constrained``: with the controller's energy budget and throughput floor (p* of the
+    configured problem); without them for the served-load bound of a run, which must hold for
+    any run, including one that breaks a constraint.
+    """
+    from controller.bounds import StationaryBound
+
+    c = exp.controller
+    budget = c.energy_budget_w if constrained else None
+    floor = c.throughput_floor_fps if constrained else None
+    key = (exp.board, exp.model, exp.network, exp.input_bytes, exp.slot_s, exp.edge_speedup, tangents, budget, floor)
+    b = _BOUND_CACHE.get(key)
+    if b is None:
+        b = StationaryBound(system, tangents=tangents, energy_budget_w=budget, throughput_floor_fps=floor)
+        _BOUND_CACHE[key] = b
+    return b
+
+
+def run_unit(unit: Unit) -> UnitResult:
+    """Run every policy of ``unit`` on its scenario; the rows and bound rows, in a fixed order."""
+    from controller.batchsim import Lane, Schedule, simulate_batch
+
+    t0 = time.perf_counter()
+    tr = unit.trace
+    exp = replace(
+        unit.experiment,
+        seed=unit.seed,
+        trace=TraceSpec(path=tr.path, format=tr.format, column=tr.column, scale=tr.scale),
+    )
+    sc = build_scenario(exp)
+    system = sc.system
+    notes = [f"{tr.name}: {n}" for n in sc.trace.notes]
+    if sc.wrapped:
+        notes.append(f"{tr.name}: trace is {sc.trace.duration_s:.1f} s, run is {exp.n_slots * exp.slot_s:.1f} s: wrapped around")
+    n = exp.n_slots
+    per_slot = np.bincount(
+        np.minimum((sc.arrival_times_s[sc.arrival_times_s < n * exp.slot_s] // exp.slot_s).astype(np.int64), n - 1),
+        minlength=n,
+    )
+    needs_static = any(p in ("static-best", "dvfs-only") for p in unit.policies)
+    static = None
+    if needs_static:
+        static = static_best(system, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames,
+                             serve_fraction=unit.options.serve_fraction)
+        if not static.serves:
+            notes.append(f"{tr.name} seed {unit.seed}: no fixed (cut, level) serves the load; static-best serves the most")
+
+    lanes: list = []
+    meta: list[tuple[str, float | None]] = []
+    for name in unit.policies:
+        if name in V_POLICIES:
+            for V in unit.V:
+                cfg = controller_config(name, exp.controller, V, None if static is None else static.cut)
+                lanes.append(Lane(name, cfg, sc.capacity_bps, sc.arrival_times_s))
+                meta.append((name, V))
+        elif name in FIXED_POLICIES and name != "static-best":
+            pol = make_policy(name, system, options=unit.options)
+            cuts, levels = pol.schedule(sc.capacity_bps, per_slot)
+            lanes.append(Lane(name, Schedule(name, cuts, levels), sc.capacity_bps, sc.arrival_times_s))
+            meta.append((name, None))
+    results = dict(zip(range(len(lanes)), simulate_batch(system, lanes, buffer_frames=exp.buffer_frames)))
+    by_policy: list[tuple[str, float | None, object]] = []
+    i = 0
+    for name in unit.policies:
+        if name == "static-best":
+            by_policy.append((name, None, static.result))
+            continue
+        while i < len(meta) and meta[i][0] == name:
+            by_policy.append((name, meta[i][1], results[i]))
+            i += 1
+
+    rows = []
+    trace_mean = float(np.mean(sc.capacity_bps)) / 1e6
+    for name, V, res in by_policy:
+        choice = ""
+        if name in ("static-best", "dvfs-only") and static is not None:
+            choice = system.cut_names[static.cut] + ("" if name == "dvfs-only" else f"@{system.levels_hz[static.level] / 1e6:.0f}MHz")
+        rows.append(summary_row(res.summary, name, V, tr.name, unit.seed, choice, trace_mean, sc.wrapped, exp.n_slots * exp.slot_s))
+
+    bounds = []
+    arrival_fps = len(sc.arrival_times_s) / (exp.n_slots * exp.slot_s)
+    lp = _bound_for(system, exp, unit.tangents)
+    lp_served = _bound_for(system, exp, unit.tangents, constrained=False)
+    full = lp.solve(sc.capacity_bps, arrival_fps)
+    mix = " ".join(f"{k}:{v:.2f}" for k, v in full.mix.items() if v > 0.005)
+    for (name, V, res), row in zip(by_policy, rows):
+        if V is None:
+            continue
+        served = lp_served.solve_served(res)
+        p, ps = full.p_star_w, served.p_star_w
+        bounds.append({
+            "trace": tr.name, "seed": unit.seed, "p_star_w": p, "p_star_j_per_frame": full.p_star_j_per_frame,
+            "p_star_mix": mix, "arrival_fps": arrival_fps, "policy": name, "V": V, "avg_power_w": row["avg_power_w"],
+            "energy_per_frame_j": row["energy_per_frame_j"], "throughput_fps": row["throughput_fps"],
+            "gap_pct": 100.0 * (row["avg_power_w"] / p - 1.0) if p > 0 else math.nan,
+            "serves_load": row["frames_completed"] >= unit.options.serve_fraction * row["frames_arrived"] and row["frames_dropped"] == 0,
+            "p_star_served_w": ps, "gap_served_pct": 100.0 * (row["avg_power_w"] / ps - 1.0) if ps > 0 else math.nan,
+            "status": full.status if full.status == served.status else f"{full.status}/{served.status}",
+        })
+    if not any(n in V_POLICIES for n in unit.policies):
+        bounds.append({
+            "trace": tr.name, "seed": unit.seed, "p_star_w": full.p_star_w, "p_star_j_per_frame": full.p_star_j_per_frame,
+            "p_star_mix": mix, "arrival_fps": arrival_fps, "policy": "", "V": None, "status": full.status,
+        })
+    return UnitResult(unit.index, rows, bounds, notes, time.perf_counter() - t0)
+
+
+def summary_row(sm: dict, policy: str, V: float | None, trace: str, seed: int, choice: str, trace_mean_mbps: float,
+                wrapped: bool, duration_s: float) -> dict:
+    """One sweep.csv row from a run's summary (the nested summary flattened, SI units)."""
+    fr, lat, q, ch = sm["frames"], sm["latency_ms"], sm["queues"], sm["choices"]
+    shares = " ".join(f"{k}:{v:.2f}" for k, v in ch["cut_share"].items() if v > 0.005)
+    return {
+        "policy": policy, "V": V, "trace": trace, "seed": seed,
+        "throughput_fps": sm["throughput_fps"], "energy_per_frame_j": sm["energy_per_frame_j"],
+        "avg_power_w": sm["avg_power_w"], "energy_j": sm["energy_j"], "tx_energy_j": sm["tx_energy_j"],
+        "latency_ms_mean": lat["mean"], "latency_ms_p50": lat["p50"], "latency_ms_p95": lat["p95"],
+        "latency_ms_p99": lat["p99"], "frames_arrived": fr["arrived"], "frames_completed": fr["completed"],
+        "frames_dropped": fr["dropped"], "frames_in_flight": fr["in_flight"], "mean_Qc_frames": q["mean_Qc_frames"],
+        "mean_Qx_bits": q["mean_Qx_bits"], "max_Qc_frames": q["max_Qc_frames"], "end_Qc_frames": q["end_Qc_frames"],
+        "end_Qx_bits": q["end_Qx_bits"], "mean_gpu_mhz": ch["mean_gpu_hz"] / 1e6, "busy_share": ch["busy_share"],
+        "cut_shares": shares, "choice": choice, "trace_mean_mbps": trace_mean_mbps, "trace_wrapped": bool(wrapped),
+        "duration_s": duration_s,
+    }
+
+
+# -- running many units ----------------------------------------------------------------------
+
+
+@dataclass
+class SweepOutput:
+    rows: list[dict]
+    bounds: list[dict]
+    notes: list[str]
+    wall_s: float
+    unit_s: list[float]
+
+
+def run_sweep(
+    cfg: SweepConfig,
+    *,
+    workers: int = 1,
+    executor: str = "local",
+    on_done: Callable[[int], None] | None = None,
+) -> SweepOutput:
+    """Run every unit of ``cfg``; ``on_done(k)`` after each finished unit (progress)."""
+    if executor not in EXECUTORS:
+        raise SweepError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
+    if workers < 1:
+        raise SweepError(f"workers must be >= 1, got {workers}")
+    units = cfg.units()
+    t0 = time.perf_counter()
+    done: dict[int, UnitResult] = {}
+
+    def finish(r: UnitResult) -> None:
+        done[r.index] = r
+        if on_done is not None:
+            on_done(1)
+
+    if executor == "local":
+        if workers == 1 or len(units) == 1:
+            for u in units:
+                finish(run_unit(u))
+        else:
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=min(workers, len(units))) as pool:
+                futures = [pool.submit(run_unit, u) for u in units]
+                for f in as_completed(futures):
+                    finish(f.result())
+    elif executor == "dask":
+        _run_dask(units, workers, finish)
+    else:
+        _run_ray(units, workers, finish)
+    ordered = [done[i] for i in range(len(units))]
+    return SweepOutput(
+        rows=[row for r in ordered for row in r.rows],
+        bounds=[row for r in ordered for row in r.bounds],
+        notes=[n for r in ordered for n in r.notes],
+        wall_s=time.perf_counter() - t0,
+        unit_s=[r.seconds for r in ordered],
+    )
+
+
+def _run_dask(units: list[Unit], workers: int, finish) -> None:
+    """On a dask cluster: ``$DASK_SCHEDULER_ADDRESS`` if set, else a local cluster of ``workers``."""
+    try:
+        from dask.distributed import Client, LocalCluster, as_completed
+    except ImportError:
+        raise SweepError("--executor dask needs dask.distributed: pip install 'cutedge[dask]' (or 'dask[distributed]')") from None
+    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
+    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
+    client = Client(address or cluster)
+    try:
+        for f in as_completed(client.map(run_unit, units, pure=False)):
+            finish(f.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run_ray(units: list[Unit], workers: int, finish) -> None:
+    """On a ray cluster: ``$RAY_ADDRESS`` if set, else a local one with ``workers`` CPUs."""
+    try:
+        import ray
+    except ImportError:
+        raise SweepError("--executor ray needs ray: pip install 'cutedge[ray]' (or 'ray')") from None
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, **({} if address else {"num_cpus": workers}), include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(run_unit)
+        pending = [remote.remote(u) for u in units]
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            finish(ray.get(ready[0]))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# -- the controller's curve against each baseline ----------------------------------------------
+
+
+def compare_to_baselines(rows: list[dict], policy: str = "cutedge", serve_fraction: float = 0.99) -> list[dict]:
+    """Per trace and baseline: is the controller's energy/latency curve on or below the point?
+
+    Runs are averaged over seeds; only runs that serve the load (no drop, ``serve_fraction`` of
+    the frames completed) count. The controller's energy at the baseline's mean latency is
+    interpolated along its curve (linear in log latency). Verdicts: ``below`` (at most the
+    baseline's energy at its latency, or a controller run at no more latency and no more energy),
+    ``above`` (more energy at that latency, by ``excess_pct``), ``faster`` (the baseline's latency
+    is below every controller run: only energy is compared, ``excess_pct`` at the controller's
+    fastest run), ``n/a`` (the baseline or the controller never serves the load).
+    """
+    def mean_rows(rs):
+        out: dict = {}
+        for r in rs:
+            out.setdefault((r["policy"], r.get("V")), []).append(r)
+        res = {}
+        for key, group in out.items():
+            ok = all(g["frames_dropped"] == 0 and g["frames_completed"] >= serve_fraction * g["frames_arrived"] for g in group)
+            res[key] = (
+                float(np.mean([g["latency_ms_mean"] for g in group])),
+                float(np.mean([g["energy_per_frame_j"] for g in group])),
+                float(np.mean([g["throughput_fps"] for g in group])),
+                ok,
+            )
+        return res
+
+    verdicts = []
+    for trace in dict.fromkeys(r["trace"] for r in rows):
+        data = mean_rows([r for r in rows if r["trace"] == trace])
+        curve = sorted((v[0], v[1], key[1]) for key, v in data.items() if key[0] == policy and v[3] and math.isfinite(v[1]))
+        for (name, V), (lat, e, thr, ok) in data.items():
+            if V is not None or name == policy:
+                continue
+            row = {"trace": trace, "baseline": name, "latency_ms": lat, "energy_per_frame_j": e, "throughput_fps": thr}
+            if not ok or not curve or not math.isfinite(e):
+                verdicts.append({**row, "verdict": "n/a", "controller_energy_j": math.nan, "excess_pct": math.nan, "V": None})
+                continue
+            dominating = [c for c in curve if c[0] <= lat * 1.001 and c[1] <= e * 1.001]
+            if lat < curve[0][0]:
+                ce, V_at = curve[0][1], curve[0][2]
+                verdict = "faster"
+            else:
+                lats = np.log([c[0] for c in curve])
+                ce = float(np.interp(np.log(lat), lats, [c[1] for c in curve]))
+                V_at = min(curve, key=lambda c: abs(math.log(c[0] / lat)))[2]
+                verdict = "below" if (ce <= e * 1.001 or dominating) else "above"
+            verdicts.append({**row, "verdict": verdict, "controller_energy_j": ce, "excess_pct": 100.0 * (ce / e - 1.0), "V": V_at})
+    return verdicts
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
+        return "" if not math.isfinite(v) else f"{v:.8g}"
+    return str(v)
+
+
+def write_csv(path: str | os.PathLike[str], rows: list[dict], columns: Sequence[str]) -> None:
+    import csv
+
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(columns)
+        for row in rows:
+            w.writerow([_cell(row.get(c)) for c in columns])
+
+
+NUMERIC = {
+    "V", "seed", "throughput_fps", "energy_per_frame_j", "avg_power_w", "energy_j", "tx_energy_j", "latency_ms_mean",
+    "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "frames_arrived", "frames_completed", "frames_dropped",
+    "frames_in_flight", "mean_Qc_frames", "mean_Qx_bits", "max_Qc_frames", "end_Qc_frames", "end_Qx_bits",
+    "mean_gpu_mhz", "busy_share", "trace_mean_mbps", "duration_s", "p_star_w", "p_star_j_per_frame", "arrival_fps",
+    "gap_pct", "p_star_served_w", "gap_served_pct",
+}
+
+
+def read_csv(path: str | os.PathLike[str]) -> list[dict]:
+    """Rows of a sweep.csv or bound.csv, numbers as floats (empty cells: NaN, or None for V)."""
+    import csv
+
+    p = Path(path)
+    try:
+        fh = open(p, newline="")
+    except FileNotFoundError:
+        raise ConfigError(p, None, "file not found (run cutedge sweep first)") from None
+    except OSError as exc:
+        raise ConfigError(p, None, f"cannot read: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None:
+            raise ConfigError(p, None, "empty file")
+        rows = []
+        for lineno, raw in enumerate(reader, start=2):
+            row: dict = {}
+            for k, v in raw.items():
+                if k is None:
+                    raise ConfigError(p, f"line {lineno}", "more cells than columns")
+                if k in NUMERIC:
+                    if v in ("", None):
+                        row[k] = None if k == "V" else math.nan
+                    else:
+                        try:
+                            row[k] = float(v)
+                        except ValueError:
+                            raise ConfigError(p, f"line {lineno}", f"{k}: not a number: {v!r}") from None
+                elif k in ("serves_load", "trace_wrapped"):
+                    row[k] = v == "true"
+                else:
+                    row[k] = v
+            rows.append(row)
+    return rows
+
+
+__all__ = [
+    "BOUND_FIELDS",
+    "compare_to_baselines",
+    "DEFAULT_TRACES",
+    "DEFAULT_V",
+    "EXECUTORS",
+    "ROW_FIELDS",
+    "SweepConfig",
+    "SweepError",
+    "SweepOutput",
+    "TraceEntry",
+    "Unit",
+    "load_sweep",
+    "read_csv",
+    "resolve_trace_path",
+    "run_sweep",
+    "run_unit",
+    "write_csv",
+]

@@ -1,0 +1,262 @@
+"""``cutedge edge``: run the edge agent, a ZeroMQ ROUTER server running DNN tails.
+
+Every bad argument (endpoint, model, key file, size) is refused with one ``error:`` line before
+the server binds. Once serving, the process logs one line per ``--log-interval-s`` and stops
+cleanly (exit 0, final line) on SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from cutedge.cli import UsageFailure
+
+_ENDPOINT = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})$")
+
+
+def _check_bind(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    m = _ENDPOINT.match(value)
+    if not m:
+        raise click.BadParameter(f"{value!r}: expected tcp://ADDR:PORT (e.g. tcp://0.0.0.0:5555)")
+    port = m.group(2)
+    if port != "*" and not 0 <= int(port) <= 65535:
+        raise click.BadParameter(f"{value!r}: port {port} outside 0..65535")
+    return value
+
+
+def _parse_models(text: str | None, default_shape: tuple[int, ...]) -> list:
+    from dnn_split.models import ModelError, parse_input_shape
+    from edge_agent.runner import ModelRequest
+    from wire.format import check_model_id
+
+    if text is None:
+        from controller.config import configs_dir
+
+        names = sorted(p.stem for p in (configs_dir() / "models").glob("*.yaml"))
+        if not names:
+            raise UsageFailure(
+                "--models: no model given and no built-in model profiles in configs/models"
+            )
+        text = ",".join(names)
+    out = []
+    seen = set()
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            raise UsageFailure(f"--models {text!r}: empty model name")
+        name, _, shape_text = item.partition("@")
+        try:
+            check_model_id(name)
+        except ValueError as exc:
+            raise UsageFailure(f"--models: {exc}") from None
+        try:
+            shape = parse_input_shape(shape_text) if shape_text else default_shape
+        except ModelError as exc:
+            raise UsageFailure(f"--models {item!r}: {exc}") from None
+        if name in seen:
+            raise UsageFailure(f"--models: {name} given twice")
+        seen.add(name)
+        out.append(ModelRequest(name, shape))
+    return out
+
+
+def _setup_logging() -> logging.Logger:
+    """Timestamped lines on stderr for the edge's logger only (the root logger is left alone)."""
+    log = logging.getLogger("cutedge.edge")
+    for h in [h for h in log.handlers if getattr(h, "_cutedge_cli", False)]:
+        log.removeHandler(h)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    handler._cutedge_cli = True  # type: ignore[attr-defined]
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return log
+
+
+def _positive_int(lo: int, hi: int):
+    return click.IntRange(lo, hi)
+
+
+@click.command("edge")
+@click.option(
+    "--bind",
+    required=True,
+    callback=_check_bind,
+    help="Endpoint to listen on, tcp://ADDR:PORT (port 0 or *: any free port).",
+)
+@click.option(
+    "--models",
+    default=None,
+    help="Comma-separated models to serve: torchvision names or package.module:factory, each "
+    "optionally MODEL@CxHxW for its input shape. Default: the built-in model profiles.",
+)
+@click.option(
+    "--input-shape",
+    default="3,224,224",
+    show_default=True,
+    help="Input shape (no batch) for models given without @shape.",
+)
+@click.option(
+    "--weights",
+    "weights",
+    multiple=True,
+    metavar="MODEL=FILE",
+    help="state_dict for a model (repeatable); default: seeded random weights.",
+)
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=int,
+    help="Seed of the random weights; must match the device agent's.",
+)
+@click.option(
+    "--device",
+    "device",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(["cpu", "cuda"]),
+    help="Where the tails run.",
+)
+@click.option(
+    "--workers", default=1, show_default=True, type=_positive_int(1, 64), help="Tail threads."
+)
+@click.option(
+    "--curve-secret",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The edge's NAME.key_secret; turns CURVE on.",
+)
+@click.option(
+    "--curve-clients",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder of allowed clients' public NAME.key files.",
+)
+@click.option(
+    "--max-message-bytes",
+    default=64 * 2**20,
+    show_default=True,
+    type=_positive_int(4096, 2**40),
+    help="Largest message accepted (header + tensors); also ZeroMQ's MAXMSGSIZE.",
+)
+@click.option(
+    "--max-batch",
+    default=16,
+    show_default=True,
+    type=_positive_int(1, 2**20),
+    help="Largest batch (dim 0) per request.",
+)
+@click.option(
+    "--log-interval-s",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=0.05),
+    help="Seconds between statistics lines.",
+)
+def edge(
+    bind: str,
+    models: str | None,
+    input_shape: str,
+    weights: tuple[str, ...],
+    seed: int,
+    device: str,
+    workers: int,
+    curve_secret: Path | None,
+    curve_clients: Path | None,
+    max_message_bytes: int,
+    max_batch: int,
+    log_interval_s: float,
+) -> None:
+    """Run the edge agent: serve DNN tails to device agents over ZeroMQ."""
+    if (curve_secret is None) != (curve_clients is None):
+        raise UsageFailure("--curve-secret and --curve-clients go together (CURVE needs both)")
+    import torch
+
+    from dnn_split.models import ModelError, parse_input_shape
+    from edge_agent.runner import ModelRequest, SplitTailRunner
+    from edge_agent.server import EdgeServer, ServerConfig
+    from wire.curve import KeyFileError, ServerKeys
+    from wire.format import Limits
+
+    try:
+        default_shape = parse_input_shape(input_shape)
+    except ModelError as exc:
+        raise UsageFailure(f"--input-shape: {exc}") from None
+    requests = _parse_models(models, default_shape)
+    by_name = {r.name: r for r in requests}
+    for item in weights:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UsageFailure(f"--weights {item!r}: expected MODEL=FILE")
+        if name not in by_name:
+            raise UsageFailure(
+                f"--weights {item!r}: {name} is not among --models ({', '.join(by_name)})"
+            )
+        by_name[name] = ModelRequest(name, by_name[name].input_shape, path)
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UsageFailure(
+            "--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"
+        )
+    keys = None
+    if curve_secret is not None:
+        import zmq
+
+        if not zmq.has("curve"):
+            raise UsageFailure("--curve-secret: this libzmq was built without CURVE support")
+        try:
+            keys = ServerKeys.load(curve_secret, curve_clients)
+        except KeyFileError as exc:
+            raise UsageFailure(str(exc)) from None
+
+    log = _setup_logging()
+    if device == "cpu" and workers > 1:
+        # one tail per worker thread at a time: split the cores instead of oversubscribing them
+        torch.set_num_threads(max(1, torch.get_num_threads() // workers))
+    try:
+        runner = SplitTailRunner(
+            list(by_name.values()),
+            device=device,
+            seed=seed,
+            announce=lambda line: log.info("edge: %s", line),
+        )
+    except (ModelError, ValueError) as exc:
+        raise UsageFailure(f"--models: {exc}") from None
+    try:
+        limits = Limits(max_message_bytes=max_message_bytes, max_batch=max_batch)
+        config = ServerConfig(
+            bind, limits, workers=workers, curve=keys, log_interval_s=log_interval_s
+        )
+        server = EdgeServer(runner, config)
+    except ValueError as exc:
+        raise UsageFailure(f"--max-message-bytes {max_message_bytes}: {exc}") from None
+    try:
+        endpoint = server.start()
+    except OSError as exc:
+        raise UsageFailure(f"--bind {bind}: {exc}") from None
+
+    def on_signal(signum: int, frame: object) -> None:
+        server.request_stop(f"signal {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    served = ", ".join(
+        f"{name} ({sum(s is not None for s in cuts)} cuts)"
+        for name, cuts in runner.catalog().items()
+    )
+    log.info(
+        "edge: serving %s on %s, device %s, %d worker%s, CURVE %s, max message %d bytes",
+        served,
+        endpoint,
+        device,
+        workers,
+        "" if workers == 1 else "s",
+        f"on ({len(keys.clients)} client keys)" if keys else "off",
+        max_message_bytes,
+    )
+    server.serve()

@@ -1,0 +1,508 @@
+"""The edge agent: a ZeroMQ ROUTER server that runs DNN tails for many devices.
+
+Threads and sockets. ZeroMQ sockets belong to one thread, so one thread (the one that calls
+:meth:`EdgeServer.serve`) owns the ROUTER socket: it reads every message, checks it completely
+(header, frame lengths, model, cut, dtypes, shapes, limits; see ``wire.format``) and answers
+pings and refusals itself, at once. A valid request goes on a bounded job queue to ``workers``
+tail threads; each runs the tail on tensors that are views of the received frames and pushes the
+reply (ROUTER identity + header + zero-copy output buffers) over an inproc PUSH socket back to
+the main thread, which forwards it on the ROUTER. So pings are answered even while every worker
+is busy, which is what the device agent relies on to tell a slow edge from a dead one.
+
+Memory is bounded by construction: libzmq refuses frames over ``MAXMSGSIZE`` (the configured
+message limit) before buffering them, each peer may have at most ``rcvhwm`` messages waiting,
+and the job queue holds at most ``queue_bytes`` of accepted payload; past that a request gets
+a BUSY reply instead of a place in memory.
+
+Nothing a peer sends stops the server: every refusal is an ERROR reply with a code and a
+one-line reason; an exception anywhere in handling one message becomes an INTERNAL or
+TAIL_FAILED reply and a log line. SIGINT/SIGTERM (wired by ``cutedge edge``) call
+:meth:`EdgeServer.request_stop`: the server stops taking requests, lets the workers finish what
+was accepted (bounded by ``drain_timeout_s``), flushes the replies and logs a final line.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from edge_agent.runner import TailRunner
+from wire.curve import ServerKeys
+from wire.format import (
+    ErrorCode,
+    Limits,
+    MsgType,
+    WireError,
+    check_limits_for,
+    check_request,
+    frame_nbytes,
+    one_line,
+    peek_request_id,
+    peek_sent_ns,
+)
+from wire.transport import (
+    Message,
+    configure_socket,
+    error_reply,
+    frame_buffer,
+    parse,
+    pong_frames,
+    result_frames,
+)
+
+log = logging.getLogger("cutedge.edge")
+
+#: refusals logged one by one per interval before the rest are only counted
+_LOGGED_ERRORS_PER_INTERVAL = 5
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """How the edge server listens and how much it accepts.
+
+    ``queue_bytes`` (default 4 x the message limit) bounds accepted-but-not-yet-run payload;
+    ``max_queued`` bounds the number of such requests. ``rcvhwm`` is ZeroMQ's per-peer receive
+    queue in messages.
+    """
+
+    endpoint: str
+    limits: Limits = field(default_factory=Limits)
+    workers: int = 1
+    curve: ServerKeys | None = None
+    log_interval_s: float = 60.0
+    queue_bytes: int | None = None
+    max_queued: int = 256
+    rcvhwm: int = 64
+    drain_timeout_s: float = 10.0
+    heartbeat_ivl_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not self.log_interval_s > 0:
+            raise ValueError(f"log_interval_s must be > 0, got {self.log_interval_s}")
+
+
+@dataclass
+class _Counts:
+    requests: int = 0  # messages other than pings
+    served: int = 0  # RESULT replies sent
+    errors: int = 0  # ERROR replies sent
+    pings: int = 0
+    tail_ns: int = 0  # summed over served requests
+    refused_clients: int = 0  # CURVE handshakes denied
+    unlogged: int = 0  # refusals not logged one by one
+
+    def mean_tail_ms(self) -> float:
+        return self.tail_ns / self.served / 1e6 if self.served else 0.0
+
+
+class _Stats:
+    """Counters shared by the main thread, the workers and the ZAP thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.total = _Counts()
+        self.interval = _Counts()
+
+    def add(self, **deltas: int) -> None:
+        with self._lock:
+            for c in (self.total, self.interval):
+                for k, v in deltas.items():
+                    setattr(c, k, getattr(c, k) + v)
+
+    def take_interval(self) -> _Counts:
+        with self._lock:
+            out, self.interval = self.interval, _Counts()
+        return out
+
+    def note_error(self) -> bool:
+        """Count an error reply; True if it should be logged on its own line."""
+        with self._lock:
+            self.total.errors += 1
+            self.interval.errors += 1
+            if self.interval.errors <= _LOGGED_ERRORS_PER_INTERVAL:
+                return True
+            self.interval.unlogged += 1
+            return False
+
+
+@dataclass
+class _Job:
+    identity: Any
+    message: Message
+    t_recv_ns: int
+    nbytes: int
+
+
+class _CurveClients:
+    """ZAP credentials provider: only the listed public keys may connect."""
+
+    def __init__(self, keys: ServerKeys, stats: _Stats):
+        self.allowed = set(keys.clients)
+        self.stats = stats
+        self._seen: set[bytes] = set()
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        from zmq.utils import z85
+
+        z = z85.encode(key) if len(key) == 32 else key
+        if z in self.allowed:
+            return True
+        self.stats.add(refused_clients=1)
+        if z not in self._seen:  # one line per unknown key, not one per reconnect attempt
+            self._seen.add(z)
+            log.warning(
+                "edge: refused CURVE client with unknown public key %s",
+                z.decode("ascii", "replace"),
+            )
+        return False
+
+
+class EdgeServer:
+    """A ROUTER server running tails from ``runner``; see the module docstring."""
+
+    def __init__(
+        self, runner: TailRunner, config: ServerConfig, *, context: zmq.Context | None = None
+    ):
+        self.runner = runner
+        self.config = config
+        self.limits = config.limits
+        self.catalog = runner.catalog()
+        self._check_catalog_fits()
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self.stats = _Stats()
+        self.queue_bytes = config.queue_bytes or 4 * self.limits.max_message_bytes
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._queued_lock = threading.Lock()
+        self._queued_bytes = 0
+        self._queued_n = 0
+        self._stop = threading.Event()
+        self._stop_reason = ""
+        self._started_at = 0.0
+        self._workers: list[threading.Thread] = []
+        self._auth: Any = None
+        self.router: zmq.Socket | None = None
+        self._results: zmq.Socket | None = None
+        self._results_addr = f"inproc://cutedge-edge-results-{id(self):x}"
+        self.endpoint = ""
+
+    def _check_catalog_fits(self) -> None:
+        """Refuse a message limit too small for a cut it offers (it could never serve it)."""
+        for model, cuts in self.catalog.items():
+            for cut, spec in enumerate(cuts):
+                if spec is None:
+                    continue
+                need = check_limits_for(spec, self.limits)
+                if need > self.limits.max_message_bytes:
+                    raise ValueError(
+                        f"max message bytes {self.limits.max_message_bytes} is smaller than one "
+                        f"request for {model} cut {cut} ({need} bytes)"
+                    )
+                if len(spec) > self.limits.max_tensors:
+                    raise ValueError(
+                        f"{model} cut {cut} sends {len(spec)} tensors, "
+                        f"over the limit {self.limits.max_tensors}"
+                    )
+
+    # -- start -------------------------------------------------------------------------------
+    def start(self) -> str:
+        """Bind the sockets, start authentication and workers; return the bound endpoint.
+
+        A port of ``*`` or ``0`` binds a free port; the returned endpoint names it.
+        """
+        cfg = self.config
+        if cfg.curve is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            self._auth = ThreadAuthenticator(
+                self.context, log=logging.getLogger("cutedge.edge.zap")
+            )
+            self._auth.start()
+            self._auth.configure_curve_callback(
+                domain="*", credentials_provider=_CurveClients(cfg.curve, self.stats)
+            )
+        router = self.context.socket(zmq.ROUTER)
+        configure_socket(router, self.limits, linger_s=1.0)
+        router.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
+        router.setsockopt(zmq.HEARTBEAT_IVL, int(cfg.heartbeat_ivl_s * 1000))
+        router.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(cfg.heartbeat_ivl_s * 3000))
+        if cfg.curve is not None:
+            cfg.curve.apply(router)
+        endpoint = cfg.endpoint
+        if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
+            endpoint = endpoint[:-2] + ":*"
+        try:
+            router.bind(endpoint)
+        except zmq.ZMQError as exc:
+            router.close(linger=0)
+            self._stop_auth()
+            raise OSError(f"cannot bind {cfg.endpoint}: {exc.strerror}") from None
+        self.router = router
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._results = self.context.socket(zmq.PULL)
+        self._results.bind(self._results_addr)
+        for i in range(cfg.workers):
+            t = threading.Thread(target=self._worker, name=f"edge-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        self._started_at = time.monotonic()
+        return self.endpoint
+
+    def _stop_auth(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask :meth:`serve` to shut down; safe from a signal handler or another thread."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- main loop ---------------------------------------------------------------------------
+    def serve(self) -> None:
+        """Serve until :meth:`request_stop`; then drain, flush and close everything."""
+        if self.router is None:
+            self.start()
+        assert self.router is not None and self._results is not None
+        poller = zmq.Poller()
+        poller.register(self.router, zmq.POLLIN)
+        poller.register(self._results, zmq.POLLIN)
+        interval = self.config.log_interval_s
+        next_log = time.monotonic() + interval
+        last_log = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                wait_ms = max(0, min(100, int((next_log - time.monotonic()) * 1000) + 1))
+                events = dict(poller.poll(wait_ms))
+                if self._results in events:
+                    self._forward_results()
+                if self.router in events:
+                    self._read_requests()
+                now = time.monotonic()
+                if now >= next_log:
+                    self._log_interval(now - last_log)
+                    last_log = now
+                    next_log = now + interval
+        finally:
+            self._shutdown(poller)
+
+    def _read_requests(self, max_messages: int = 64) -> None:
+        assert self.router is not None
+        for _ in range(max_messages):
+            try:
+                frames = self.router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            try:
+                self._handle(frames)
+            except Exception as exc:  # a bug must not take the server down; say so and go on
+                log.exception("edge: internal error handling a message")
+                rid = peek_request_id(frame_buffer(frames[1])) if len(frames) > 1 else 0
+                why = f"internal error: {type(exc).__name__}: {exc}"
+                self._reply_error(frames[0], WireError(ErrorCode.INTERNAL, why, rid))
+
+    def _handle(self, frames: Sequence[Any]) -> None:
+        t_recv = time.monotonic_ns()
+        identity, body = frames[0], frames[1:]
+        try:
+            msg = parse(body, self.limits)
+        except WireError as exc:
+            self.stats.add(requests=1)
+            self._reply_error(identity, exc, peek_sent_ns(frame_buffer(body[0])) if body else 0)
+            return
+        h = msg.header
+        if h.msg_type is MsgType.PING:
+            self.stats.add(pings=1)
+            if self._stop.is_set():
+                self._reply_error(
+                    identity,
+                    WireError(ErrorCode.SHUTTING_DOWN, "edge is shutting down", h.request_id),
+                    h.sent_ns,
+                )
+            else:
+                self._send(identity, pong_frames(h))
+            return
+        self.stats.add(requests=1)
+        try:
+            if h.msg_type is not MsgType.REQUEST:
+                raise WireError(
+                    ErrorCode.BAD_TYPE,
+                    f"the edge accepts REQUEST and PING, got {h.msg_type.name}",
+                    h.request_id,
+                )
+            check_request(h, self.catalog, self.limits)
+            if self._stop.is_set():
+                raise WireError(ErrorCode.SHUTTING_DOWN, "edge is shutting down", h.request_id)
+            nbytes = h.payload_bytes
+            with self._queued_lock:
+                if (
+                    self._queued_n >= self.config.max_queued
+                    or self._queued_bytes + nbytes > self.queue_bytes
+                ):
+                    raise WireError(
+                        ErrorCode.BUSY,
+                        f"edge queue full ({self._queued_n} requests, "
+                        f"{self._queued_bytes} bytes waiting)",
+                        h.request_id,
+                    )
+                self._queued_n += 1
+                self._queued_bytes += nbytes
+        except WireError as exc:
+            self._reply_error(identity, exc, h.sent_ns)
+            return
+        self._jobs.put(_Job(identity, msg, t_recv, nbytes))
+
+    def _reply_error(self, identity: Any, exc: WireError, sent_ns: int = 0) -> None:
+        if self.stats.note_error():
+            peer = bytes(frame_buffer(identity)).hex()
+            log.warning(
+                "edge: refused request %d from peer %s: %s: %s",
+                exc.request_id,
+                peer,
+                exc.code.name,
+                exc.reason,
+            )
+        self._send(identity, error_reply(exc, sent_ns))
+
+    def _send(self, identity: Any, frames: list[Any]) -> None:
+        assert self.router is not None
+        try:
+            self.router.send_multipart([identity, *frames], flags=zmq.NOBLOCK, copy=False)
+        except zmq.ZMQError:  # peer gone or its queue full: the reply is lost, the server goes on
+            pass
+
+    def _forward_results(self) -> None:
+        assert self._results is not None
+        while True:
+            try:
+                frames = self._results.recv_multipart(flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            assert self.router is not None
+            try:
+                self.router.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.ZMQError:
+                pass
+
+    # -- workers -----------------------------------------------------------------------------
+    def _worker(self) -> None:
+        push = self.context.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(self._results_addr)
+        try:
+            while True:
+                job = self._jobs.get()
+                if job is None:
+                    return
+                try:
+                    frames = self._run_job(job)
+                    push.send_multipart([job.identity, *frames], copy=False)
+                finally:
+                    with self._queued_lock:
+                        self._queued_n -= 1
+                        self._queued_bytes -= job.nbytes
+                    del job
+        finally:
+            push.close()
+
+    def _run_job(self, job: _Job) -> list[Any]:
+        h = job.message.header
+        t_start = time.monotonic_ns()
+        try:
+            inputs = job.message.tensors()
+            outputs = self.runner.run(h.model, h.cut, inputs)
+            t_end = time.monotonic_ns()
+            frames = result_frames(
+                h, outputs, queue_ns=t_start - job.t_recv_ns, tail_ns=t_end - t_start
+            )
+            size = sum(frame_nbytes(f) for f in frames)
+            if size > self.limits.max_message_bytes:
+                raise RuntimeError(
+                    f"result is {size} bytes, "
+                    f"over the message limit {self.limits.max_message_bytes}"
+                )
+        except Exception as exc:
+            reason = f"tail of {h.model} from cut {h.cut} failed: {type(exc).__name__}: {exc}"
+            if self.stats.note_error():
+                log.warning("edge: request %d: %s", h.request_id, one_line(reason))
+            return error_reply(WireError(ErrorCode.TAIL_FAILED, reason, h.request_id), h.sent_ns)
+        self.stats.add(served=1, tail_ns=t_end - t_start)
+        return frames
+
+    # -- logging and shutdown ----------------------------------------------------------------
+    def _log_interval(self, span_s: float) -> None:
+        c = self.stats.take_interval()
+        extra = []
+        if c.unlogged:
+            extra.append(f"{c.unlogged} refusals not logged")
+        if c.refused_clients:
+            extra.append(f"{c.refused_clients} CURVE handshakes refused")
+        with self._queued_lock:
+            queued = self._queued_n
+        log.info(
+            "edge: last %.1f s: %d requests, %d served, %d errors, %d pings, "
+            "mean tail %.2f ms, %d queued%s",
+            span_s,
+            c.requests,
+            c.served,
+            c.errors,
+            c.pings,
+            c.mean_tail_ms(),
+            queued,
+            f" ({'; '.join(extra)})" if extra else "",
+        )
+
+    def _shutdown(self, poller: zmq.Poller) -> None:
+        log.info(
+            "edge: stopping (%s): finishing %d accepted requests",
+            self._stop_reason or "stop requested",
+            self._queued_n,
+        )
+        for _ in self._workers:
+            self._jobs.put(None)
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        while any(t.is_alive() for t in self._workers) and time.monotonic() < deadline:
+            events = dict(poller.poll(50))
+            if self._results in events:
+                self._forward_results()
+            if self.router in events:
+                self._read_requests()  # answered SHUTTING_DOWN
+        for t in self._workers:
+            t.join(timeout=max(0.0, deadline - time.monotonic()))
+        self._forward_results()
+        stuck = sum(t.is_alive() for t in self._workers)
+        assert self.router is not None and self._results is not None
+        self.router.close(linger=1000)
+        self._results.close(linger=0)
+        self._stop_auth()
+        if self._own_context and not stuck:
+            self.context.term()
+        c = self.stats.total
+        up = time.monotonic() - self._started_at
+        log.info(
+            "edge: stopped after %.1f s: %d requests, %d served, %d errors, %d pings, "
+            "mean tail %.2f ms%s",
+            up,
+            c.requests,
+            c.served,
+            c.errors,
+            c.pings,
+            c.mean_tail_ms(),
+            f"; {stuck} workers still running a tail were abandoned" if stuck else "",
+        )
+
+
+__all__ = ["EdgeServer", "ServerConfig"]
