@@ -32,8 +32,11 @@ class Message:
     bits: float
     payload: Any
     queued_s: float
+    unpaced: bool = False  # a probe: sent as fast as the link allows, whatever the pacing rate
     left_bits: float = field(init=False)
     started_s: float | None = None
+    pace_bits: float = 0.0  # what the pacing rate alone would have let through while it was sent
+    active_s: float = 0.0   # time it was being sent (pacing rate > 0): the throughput sample's time
 
     def __post_init__(self) -> None:
         self.left_bits = float(self.bits)
@@ -48,6 +51,15 @@ class CapacityCurve:
         self.cum = np.concatenate([[0.0], np.cumsum(self.rate * np.diff(self.edges))])
         self.duration = float(self.edges[-1])
         self.volume = float(self.cum[-1])
+
+    @classmethod
+    def from_trace(cls, trace, slot_s: float) -> CapacityCurve:
+        """The trace's mean capacity per slot, as the simulator sees it. Packet-level traces
+        (Mahimahi: one packet per line, ms timestamps) would otherwise starve a paced sender in
+        the milliseconds between packets, which a real bottleneck buffer smooths out."""
+        n = max(1, math.ceil(trace.duration_s / slot_s - 1e-9))
+        caps, _ = trace.resample(slot_s, n)
+        return cls(np.arange(n + 1) * slot_s, caps)
 
     def bits_until(self, t: float) -> float:
         """Bits carried on [0, t]."""
@@ -72,6 +84,7 @@ class Uplink:
         self._t = start_s
         self._t0 = start_s
         self.sent_bits = 0.0
+        self._held: list[tuple[Message, float, bool]] = []
 
     @property
     def queued_bits(self) -> float:
@@ -81,15 +94,20 @@ class Uplink:
         self.queue.append(msg)
 
     def set_rate(self, rate_bps: float, now_s: float) -> None:
-        """Change the pacing rate from ``now_s`` on (bits up to now move at the old rate)."""
-        self.advance(now_s)
+        """Change the pacing rate from ``now_s`` on (bits up to now move at the old rate; messages
+        that leave meanwhile are handed out by the next :meth:`advance`)."""
+        self._held = self.advance(now_s)  # includes what was held before
         self.rate_bps = max(0.0, float(rate_bps))
 
     def capacity_bps(self, now_s: float) -> float:
         return math.inf if self.capacity is None else self.capacity.rate_at(now_s - self._t0)
 
-    def _budget(self, t0: float, t1: float) -> tuple[float, bool]:
+    def _budget(self, t0: float, t1: float, unpaced: bool = False) -> tuple[float, bool]:
         """Bits the link can move on [t0, t1] at the paced rate, and whether pacing binds."""
+        if unpaced:
+            if self.capacity is None:
+                return math.inf, False
+            return self.capacity.bits_until(t1 - self._t0) - self.capacity.bits_until(t0 - self._t0), False
         paced = self.rate_bps * (t1 - t0)
         if self.capacity is None:
             return paced, True
@@ -99,43 +117,55 @@ class Uplink:
     def advance(self, now_s: float) -> list[tuple[Message, float, bool]]:
         """Move bits up to ``now_s``; returns ``(message, departure time, paced)`` for each message
         whose last bit left, in order. ``paced`` is true when the device's rate, not the link,
-        limited the transfer (the throughput sample is then only a lower bound on capacity)."""
-        out: list[tuple[Message, float, bool]] = []
+        limited the transfer (its throughput is then only a lower bound on capacity): the link
+        delivered at least 95 % of what the pacing allowed. Otherwise the link was the bottleneck
+        and ``bits / active_s`` (the time it was being sent) measures its capacity, as a device
+        would see it."""
+        out, self._held = self._held, []
         t = self._t
         if now_s <= t:
             return out
         while self.queue and t < now_s:
             msg = self.queue[0]
             if msg.started_s is None:
-                msg.started_s = max(t, msg.queued_s)
-                msg.paced_all = True  # type: ignore[attr-defined]
-            budget, paced = self._budget(t, now_s)
-            if not paced:
-                msg.paced_all = False  # type: ignore[attr-defined]
+                t = max(t, msg.queued_s)  # the link idled until this message was queued
+                msg.started_s = t
+                if t >= now_s:
+                    break
+            budget, paced = self._budget(t, now_s, msg.unpaced)
             if budget < msg.left_bits - 1e-9:
                 msg.left_bits -= budget
                 self.sent_bits += budget
+                msg.pace_bits += self.rate_bps * (now_s - t)
+                if msg.unpaced or self.rate_bps > 0.0:
+                    msg.active_s += now_s - t
                 t = now_s
                 break
             # the message finishes inside [t, now]: find when (bisection on the budget)
             lo, hi = t, now_s
+            if math.isinf(budget):  # unpaced on an unshaped link: leaves at once
+                lo = hi = t
             for _ in range(40):
                 mid = 0.5 * (lo + hi)
-                if self._budget(t, mid)[0] >= msg.left_bits:
+                if self._budget(t, mid, msg.unpaced)[0] >= msg.left_bits:
                     hi = mid
                 else:
                     lo = mid
+            msg.pace_bits += self.rate_bps * (hi - t)
+            if msg.unpaced or self.rate_bps > 0.0:
+                msg.active_s += hi - t
             self.sent_bits += msg.left_bits
             msg.left_bits = 0.0
             self.queue.popleft()
-            out.append((msg, hi, bool(msg.paced_all)))  # type: ignore[attr-defined]
+            out.append((msg, hi, not msg.unpaced and msg.bits >= 0.95 * msg.pace_bits))
             t = hi
         self._t = now_s
         return out
 
     def drain(self) -> list[Message]:
         """Take every message still queued (e.g. to run it locally when the edge is gone)."""
-        msgs = list(self.queue)
+        msgs = [m for m, _, _ in self._held] + list(self.queue)
+        self._held = []
         self.queue.clear()
         return msgs
 
@@ -161,6 +191,7 @@ class BandwidthEstimator:
         sample = bits / seconds
         self.samples += 1
         if paced:
-            self.estimate_bps = max(self.estimate_bps, min(self.probe * sample, self.probe * self.estimate_bps))
+            # capacity >= sample for sure; probe a step above the estimate when pacing at it
+            self.estimate_bps = max(self.estimate_bps, sample, min(self.probe * sample, self.probe * self.estimate_bps))
         else:
             self.estimate_bps = (1 - self.alpha) * self.estimate_bps + self.alpha * sample

@@ -10,7 +10,16 @@ collects results from the edge agent. Frames are never lost:
   silent past ``edge_timeout_s`` (or cannot be reached), every frame in flight or waiting for the
   uplink is re-run wholly on the device, new frames run wholly on the device, and a heartbeat
   ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes;
-* a late reply for a frame already re-run locally is dropped by the client (no duplicates).
+* a late reply for a frame already re-run locally is dropped by the client (no duplicates);
+* once every frame has arrived, the queue is drained (heads run whatever the controller's
+  processing decision, at the fastest level when it chose to idle), so a run always ends.
+
+The bandwidth estimate is learnt from what the agent measures. On a trace-shaped link
+(emulation) each message that leaves the shaper gives a throughput sample; on a real network
+each reply gives ``bits / (round trip - edge queue - edge tail)``. When no sample has come for
+``probe_every_s`` (the controller keeps everything on the device, say), the oldest queued frame
+is sent at cut 0 as fast as the link allows: an exploration step that measures the link and
+still completes a real frame, so a low initial estimate cannot lock the agent out of offloading.
 
 Radio energy is not on any rail of an emulated run, so the agent adds the network profile's
 ``P_tx(r)`` for the time it sent (documented in the summary as ``tx_energy_j``).
@@ -49,6 +58,7 @@ class Frame:
     cut: int = -1
     path: str = ""          # "edge", "local", "fallback"
     request_id: int = 0
+    bits: float = 0.0
     result: Any = None
 
 
@@ -67,6 +77,7 @@ class LiveConfig:
     heartbeat_s: float = 0.5
     drain_timeout_s: float = 30.0
     initial_bandwidth_bps: float = 5e6
+    probe_every_s: float = 2.0
     verify_every: int = 0
     seed: int = 0
     device: str = "cpu"
@@ -106,6 +117,8 @@ class LiveAgent:
         self.verify: list[float] = []
         self._last_ping = -math.inf
         self._ping_id: int | None = None
+        self._last_sample_s = 0.0
+        self.probes = 0
         self._t0 = 0.0
 
     # -- time ------------------------------------------------------------------------------------
@@ -146,16 +159,22 @@ class LiveAgent:
                 self._service_network()
                 obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
                 d = self.policy.decide(obs)
-                cut, rate = d.cut, d.rate_bps
+                cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
                 if not self.edge_up:
                     cut, rate = self.local, 0.0
-                if d.level != cur_level:
-                    self.backend.pin(self.level_hz[d.level])
-                    cur_level = d.level
+                draining = next_arrival >= n_target
+                if draining and not process and self.queue:
+                    process, level = True, len(self.levels) - 1
+                if draining and self.edge_up and rate <= 0.0 and (self.uplink.queue or (self.queue and cut != self.local)):
+                    rate = self.estimator.estimate_bps
+                if level != cur_level:
+                    self.backend.pin(self.level_hz[level])
+                    cur_level = level
                 self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
+                self._maybe_probe()
                 done = 0
-                if d.process and self.queue:
-                    T_plan = float(self.system.head_s[cut, d.level])
+                if process and self.queue:
+                    T_plan = float(self.system.head_s[cut, level])
                     planned = len(self.queue) if T_plan <= 0 else max(1, int(math.ceil(min(len(self.queue), cfg.slot_s / T_plan) - 1e-9)))
                     while self.queue and done < planned and self.now() < slot_end:
                         frame = self.queue.popleft()
@@ -172,10 +191,10 @@ class LiveAgent:
                 self.rows.append({
                     "time_s": slot_start, "capacity_est_bps": obs.capacity_bps,
                     "capacity_bps": self.uplink.capacity_bps(slot_start) if self.uplink.capacity else math.nan,
-                    "cut": cut, "gpu_hz": self.level_hz[d.level], "rate_bps": rate,
+                    "cut": cut, "gpu_hz": self.level_hz[level], "rate_bps": rate,
                     "sent_bits": self.uplink.sent_bits - last_sent, "Qc_frames": obs.queue_frames, "Qx_bits": obs.queue_bits,
                     "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
-                    "process": d.process, "edge_up": self.edge_up,
+                    "process": process, "edge_up": self.edge_up,
                 })
                 last_energy, last_sent = energy, self.uplink.sent_bits
                 last_arrivals = came
@@ -214,9 +233,26 @@ class LiveAgent:
             frame.sent_s = frame.result_s = frame.head_done_s
             frame.path = "local"
             return
+        self._push(frame, spec.index, outs)
+
+    def _push(self, frame: Frame, cut_index: int, outs, unpaced: bool = False) -> None:
         tensors = list(outs) if isinstance(outs, (tuple, list)) else [outs]
-        bits = 8.0 * sum(t.numel() * t.element_size() for t in tensors)
-        self.uplink.push(Message(bits, (frame, spec.index, tensors), frame.head_done_s))
+        frame.bits = 8.0 * sum(t.numel() * t.element_size() for t in tensors)
+        self.uplink.push(Message(frame.bits, (frame, cut_index, tensors), self.now(), unpaced=unpaced))
+
+    def _maybe_probe(self) -> None:
+        """Send the oldest queued frame at cut 0, unpaced, when the link has not been measured
+        for ``probe_every_s``: the estimate then follows the link even while nothing is offloaded."""
+        now = self.now()
+        if (not self.edge_up or not self.queue or self.uplink.queue or self.in_flight
+                or now - self._last_sample_s < self.cfg.probe_every_s):
+            return
+        frame = self.queue.popleft()
+        frame.head_start_s = frame.head_done_s = now
+        frame.cut = 0
+        self.probes += 1
+        self._last_sample_s = now  # one probe at a time
+        self._push(frame, self.offered[0].index, frame.x, unpaced=True)
 
     def _run_locally(self, frame: Frame, why: str) -> None:
         """Run the whole model on the device for a frame the edge will not answer."""
@@ -235,8 +271,11 @@ class LiveAgent:
         now = self.now()
         for msg, t_dep, paced in self.uplink.advance(now):
             frame, cut_index, tensors = msg.payload
-            if msg.started_s is not None and t_dep > msg.started_s:
-                self.estimator.add(msg.bits, t_dep - msg.started_s, paced)
+            if self.uplink.capacity is not None:  # an emulated link: the shaper's timing is the measurement
+                if msg.active_s > 0.0:
+                    self.estimator.add(msg.bits, msg.active_s, paced)
+                    if not paced:
+                        self._last_sample_s = now
             frame.sent_s = t_dep
             if not self.edge_up:
                 self._run_locally(frame, "edge down")
@@ -296,6 +335,11 @@ class LiveAgent:
                 continue
             frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
             frame.result_s = self.now()
+            if self.uplink.capacity is None:  # a real network: the transfer time is in the round trip
+                net_s = reply.rtt_s - reply.edge_queue_s - reply.edge_tail_s
+                if net_s > 1e-4:
+                    self.estimator.add(frame.bits, net_s, False)
+                    self._last_sample_s = frame.result_s
             if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
                 full = self.part.head(self.offered[self.local])(frame.x)
                 full = full[0] if isinstance(full, (tuple, list)) else full
@@ -367,6 +411,8 @@ class LiveAgent:
             },
             "decision_us": {"median": math.nan, "p99": math.nan},
             "edge_events": [{"time_s": t, "event": e} for t, e in self.edge_events],
+            "probes": self.probes,
+            "bandwidth_estimate_bps": self.estimator.estimate_bps,
             "verify": {"checked": len(self.verify), "max_abs_err": max(self.verify) if self.verify else None},
             "backend": {"name": self.backend.name, "device": self.backend.device, "restored": getattr(self, "restored", {})},
             "setup": {"model": self.cfg.model, "board": self.cfg.board, "network": self.cfg.network,

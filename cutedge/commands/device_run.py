@@ -86,7 +86,7 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     trace = None
     if link_trace:
         trace = load_trace(link_trace, format=trace_format, scale=trace_scale, seed=seed)
-        curve = CapacityCurve(trace.edges_s, trace.rate_bps)
+        curve = CapacityCurve.from_trace(trace, slot_s)
     ctl = Experiment().controller
     if V is not None:
         ctl = replace(ctl, V=V)
