@@ -12,7 +12,8 @@ collects results from the edge agent. Frames are never lost:
   ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes;
 * a late reply for a frame already re-run locally is dropped by the client (no duplicates);
 * once every frame has arrived, the queue is drained (heads run whatever the controller's
-  processing decision, at the fastest level when it chose to idle), so a run always ends.
+  processing decision, at the fastest level when it chose to idle) and the uplink sends at
+  least at the bandwidth estimate, so a run always ends.
 
 The bandwidth estimate is learnt from what the agent measures. On a trace-shaped link
 (emulation) each message that leaves the shaper gives a throughput sample; on a real network
@@ -165,8 +166,8 @@ class LiveAgent:
                 draining = next_arrival >= n_target
                 if draining and not process and self.queue:
                     process, level = True, len(self.levels) - 1
-                if draining and self.edge_up and rate <= 0.0 and (self.uplink.queue or (self.queue and cut != self.local)):
-                    rate = self.estimator.estimate_bps
+                if draining and self.edge_up and (self.uplink.queue or (self.queue and cut != self.local)):
+                    rate = max(rate, self.estimator.estimate_bps)
                 if level != cur_level:
                     self.backend.pin(self.level_hz[level])
                     cur_level = level

@@ -13,7 +13,7 @@ from cutedge.jsonout import write_json
 
 @click.command("run")
 @click.option("--edge", "edge_endpoint", required=True, help="Edge agent endpoint, e.g. tcp://10.0.0.2:5555.")
-@click.option("--model", default="resnet18", show_default=True, help="torchvision name or package.module:factory (the edge must serve it).")
+@click.option("--model", default="resnet50", show_default=True, help="torchvision name or package.module:factory (the edge must serve it).")
 @click.option("--input-shape", default="3,224,224", show_default=True, help="C,H,W of one frame.")
 @click.option("--weights", default=None, help="state_dict file (the edge must load the same); default: seeded random weights.")
 @click.option("--backend", default="auto", show_default=True, type=click.Choice(["auto", "sysfs", "jtop", "nvml", "simulated"]))
@@ -47,12 +47,12 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     from controller.config import ConfigError
     from controller.experiment import Experiment
     from controller.plots import plot_timeseries
-    from controller.profiles import load_board, load_model
+    from controller.profiles import load_board, load_model, load_network
     from controller.traces import load_trace
     from device_agent.clock import BackendError, open_backend
     from device_agent.link import CapacityCurve
     from device_agent.runtime import LiveAgent, LiveConfig, folder_source
-    from dnn_split.models import parse_input_shape
+    from dnn_split.models import ModelError, parse_input_shape
     from dnn_split.partition import partition
     from dnn_split.profile import estimate_profile
     from wire.transport import EdgeClient
@@ -76,7 +76,23 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     if board_name is None:
         raise UsageFailure(f"backend {be.name} does not name a board: give --board (configs/boards) for the power model")
     board_profile = load_board(board_name)
-    part = partition(model, shape, weights=weights, seed=seed, announce=lambda m: click.echo(m, err=True))
+    load_network(network)  # a bad name fails here, before the model is built
+    keys = None
+    if curve_server_key:
+        from wire.curve import ClientKeys, KeyFileError
+
+        try:
+            keys = ClientKeys.load(curve_server_key, curve_client_secret)
+        except KeyFileError as exc:
+            raise UsageFailure(f"CURVE: {exc}") from None
+    try:
+        src = folder_source(source, shape) if source != "synthetic" else None
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        raise UsageFailure(f"--source {source}: {exc.strerror}" if exc.strerror else f"--source {exc}") from None
+    try:
+        part = partition(model, shape, weights=weights, seed=seed, announce=lambda m: click.echo(m, err=True))
+    except ModelError as exc:
+        raise UsageFailure(f"--model {model}: {exc}") from None
     if profile_path:
         measured = load_model(profile_path)
         doc = _profile_doc(measured)
@@ -93,15 +109,12 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     cfg = LiveConfig(model=model, input_shape=shape, board=board_profile.name, network=network, slot_s=slot_s, fps=fps,
                      frames=frames if frames is not None else (None if duration else 300), duration_s=duration,
                      controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed)
-    keys = None
-    if curve_server_key:
-        from wire.curve import ClientKeys
-
-        keys = ClientKeys.load(curve_server_key, curve_client_secret)
-    src = folder_source(source, shape) if source != "synthetic" else None
     client = EdgeClient(edge_endpoint, curve=keys)
     try:
-        agent = LiveAgent(cfg, part, doc, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
+        try:
+            agent = LiveAgent(cfg, part, doc, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
+        except ValueError as exc:  # a --profile measured for other cuts than this partition's
+            raise UsageFailure(f"--profile {profile_path}: {exc}") from None
         if trace is not None:
             agent.trace_path, agent.trace_format = trace.path, trace.format
             agent.trace_mean_bps, agent.trace_duration_s = float(trace.mean_bps), float(trace.duration_s)

@@ -1,4 +1,5 @@
-"""Helpers for the edge agent tests: run ``cutedge edge`` as a real subprocess and watch its log."""
+"""Helpers for tests with real processes: run ``cutedge edge`` (or any subcommand) as a subprocess
+and watch its log."""
 
 from __future__ import annotations
 
@@ -17,15 +18,13 @@ REPO = HERE.parents[1]
 START_TIMEOUT_S = 90.0
 
 
-class EdgeProcess:
-    """``python -m cutedge edge --bind tcp://127.0.0.1:0 ...``, stderr collected line by line.
+class CliProcess:
+    """``python -m cutedge ARGS...`` as a real subprocess, stderr collected line by line."""
 
-    The edge picks a free port itself and logs it; :attr:`endpoint` is read from that line, so
-    no port is guessed and none can be taken in between.
-    """
+    name = "cutedge"
 
     def __init__(self, *args: str, env: dict[str, str] | None = None):
-        cmd = [sys.executable, "-m", "cutedge", "edge", "--bind", "tcp://127.0.0.1:0", *args]
+        cmd = [sys.executable, "-m", "cutedge", *args]
         full_env = os.environ.copy()
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(HERE), str(REPO), full_env.get("PYTHONPATH", "")]
@@ -39,7 +38,13 @@ class EdgeProcess:
         self._new: queue.Queue[str] = queue.Queue()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
-        self.endpoint = ""
+        self.out_lines: list[str] = []  # stdout, read too so a chatty process never blocks on it
+        threading.Thread(target=self._read_out, daemon=True).start()
+
+    def _read_out(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.out_lines.append(line.rstrip("\n"))
 
     def _read(self) -> None:
         assert self.proc.stderr is not None
@@ -63,7 +68,7 @@ class EdgeProcess:
                 self._reader.join(1)
                 if seen >= len(self.lines):
                     raise AssertionError(
-                        f"edge exited ({self.proc.returncode}) before {pattern!r}:\n"
+                        f"{self.name} exited ({self.proc.returncode}) before {pattern!r}:\n"
                         + "\n".join(self.lines)
                     )
             left = deadline - time.monotonic()
@@ -76,6 +81,40 @@ class EdgeProcess:
             except queue.Empty:
                 pass
 
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            rc = self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(
+                f"{self.name} did not stop within its timeout:\n" + "\n".join(self.lines[-20:])
+            ) from None
+        self._reader.join(5)
+        return rc
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+class EdgeProcess(CliProcess):
+    """``python -m cutedge edge --bind tcp://127.0.0.1:0 ...``.
+
+    The edge picks a free port itself and logs it; :attr:`endpoint` is read from that line, so
+    no port is guessed and none can be taken in between (``bind`` restarts an edge on the port
+    an earlier one logged).
+    """
+
+    name = "edge"
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None, bind: str = "tcp://127.0.0.1:0"):
+        super().__init__("edge", "--bind", bind, *args, env=env)
+        self.endpoint = ""
+
     def started(self) -> EdgeProcess:
         m = self.wait_for(r"edge: serving .* on (tcp://127\.0\.0\.1:\d+)", START_TIMEOUT_S)
         self.endpoint = m.group(1)
@@ -87,22 +126,3 @@ class EdgeProcess:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS in /proc status")
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 20.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            rc = self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise AssertionError(
-                "edge did not stop within its timeout:\n" + "\n".join(self.lines[-20:])
-            ) from None
-        self._reader.join(5)
-        return rc
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)

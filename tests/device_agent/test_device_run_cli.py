@@ -1,0 +1,91 @@
+"""`cutedge device run`: one-line errors for bad input, and a run on a board's (fake) sysfs tree
+with no edge to talk to: every frame completes on the device and the clock is put back."""
+
+from __future__ import annotations
+
+import csv
+import json
+import socket
+
+import pytest
+from fake_sysfs import FakeKernel, make_tree
+
+from cutedge.cli import main
+
+pytest.importorskip("torch")
+pytest.importorskip("torchvision")
+
+
+def _unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["device", "run", *argv])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return rc, out, err
+
+
+BASE = ("--edge", "tcp://127.0.0.1:9", "--backend", "simulated", "--board", "jetson-nano", "--frames", "3")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--model", "nosuchnet"), "error: --model nosuchnet: unknown model 'nosuchnet'"),
+        (("--input-shape", "3,x"), "error: --input-shape: input shape '3,x'"),
+        (("--curve-server-key", "/nope.key", "--curve-client-secret", "/nope.key_secret"),
+         "error: CURVE: /nope.key: key file not found"),
+        (("--curve-server-key", "/nope.key"), "error: CURVE needs both"),
+        (("--source", "/no/such/folder"), "error: --source /no/such/folder: No such file or directory"),
+        (("--link-trace", "/no/such/trace.txt"), "error: /no/such/trace.txt: file not found"),
+        (("--network", "nonet"), "error: nonet: no such network"),
+        (("--duration", "2"), "error: give --frames or --duration, not both"),
+        (("--fps", "0"), "--fps"),
+    ],
+)
+def test_bad_input_is_one_error_line(capsys, args, message):
+    rc, out, err = run(capsys, *BASE, *args)
+    assert rc == 2 and out == ""
+    lines = [ln for ln in err.splitlines() if "random weights" not in ln]
+    assert len(lines) == 1 or lines[-1].startswith("Error:"), err
+    assert message in err
+
+
+def test_empty_image_folder(capsys, tmp_path):
+    rc, _, err = run(capsys, *BASE, "--source", str(tmp_path))
+    assert rc == 2 and f"error: --source {tmp_path}: no .jpg/.jpeg/.png images" in err
+
+
+def test_without_an_edge_every_frame_completes_on_the_device_and_the_clock_is_restored(
+    tmp_path, capsys, monkeypatch
+):
+    board = make_tree(tmp_path / "root", "orin-nano-jp6")
+    FakeKernel(board).install(monkeypatch)
+    before = board.state()
+    out = tmp_path / "run"
+    rc, stdout, err = run(
+        capsys, "--edge", f"tcp://127.0.0.1:{_unused_port()}", "--backend", "sysfs",
+        "--sysfs-root", str(tmp_path / "root"), "--board", "jetson-orin-nano",
+        "--model", "mobilenet_v2", "--input-shape", "3,32,32", "--duration", "3", "--fps", "10",
+        "--edge-timeout", "0.3", "--out", str(out),
+    )
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    f = summary["frames"]
+    assert f["arrived"] == 30 and f["completed"] == 30 and f["in_flight"] == 0
+    assert f["offloaded"] == 0 and f["local"] == 30
+    # the agent probed the link once it had no sample for 2 s, found no edge and said so
+    assert summary["probes"] >= 1
+    assert summary["edge_events"] and summary["edge_events"][0]["event"].startswith("edge down")
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert sorted(int(r["fid"]) for r in rows) == list(range(30))
+    assert summary["backend"]["name"] == "sysfs"
+    assert board.state() == before  # min, max and governor put back
+    assert "restored: " in stdout
+    # the same keys as `cutedge simulate`
+    for key in ("throughput_fps", "energy_per_frame_j", "avg_power_w", "latency_ms", "queues", "slots"):
+        assert key in summary
