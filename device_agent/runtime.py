@@ -7,9 +7,11 @@ collects results from the edge agent. Frames are never lost:
 
 * a frame whose head ran at the last cut is complete on the device;
 * a frame sent to the edge is kept (its input tensor) until its result arrives; if the edge goes
-  silent past ``edge_timeout_s`` (or cannot be reached), every frame in flight or waiting for the
-  uplink is re-run wholly on the device, new frames run wholly on the device, and a heartbeat
-  ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes;
+  silent past ``edge_timeout_s`` while requests are pending (or cannot be reached), every frame
+  in flight or waiting for the uplink goes back to the front of the device's queue to be re-run
+  wholly on the device (in slots, like any frame), new frames run wholly on the device, and a
+  heartbeat ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes.
+  A busy edge that keeps answering other requests is not silent;
 * a late reply for a frame already re-run locally is dropped by the client (no duplicates);
 * once every frame has arrived, the queue is drained (heads run whatever the controller's
   processing decision, at the fastest level when it chose to idle) and the uplink sends at
@@ -60,6 +62,7 @@ class Frame:
     path: str = ""          # "edge", "local", "fallback"
     request_id: int = 0
     bits: float = 0.0
+    fallback: bool = False  # sent to the edge once, now re-run on the device
     result: Any = None
 
 
@@ -117,9 +120,12 @@ class LiveAgent:
         self.rows: list[dict] = []
         self.verify: list[float] = []
         self._last_ping = -math.inf
-        self._ping_id: int | None = None
+        self._pings: deque[int] = deque()  # heartbeats not yet answered (a slow edge answers late)
+        self._last_heard_s = -math.inf
+        self._errors_seen: set[str] = set()
         self._last_sample_s = 0.0
         self.probes = 0
+        self.edge_errors = 0
         self._t0 = 0.0
 
     # -- time ------------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ class LiveAgent:
         if cut == self.local:
             frame.result = outs
             frame.sent_s = frame.result_s = frame.head_done_s
-            frame.path = "local"
+            frame.path = "fallback" if frame.fallback else "local"
             return
         self._push(frame, spec.index, outs)
 
@@ -279,13 +285,12 @@ class LiveAgent:
                         self._last_sample_s = now
             frame.sent_s = t_dep
             if not self.edge_up:
-                self._run_locally(frame, "edge down")
+                self._requeue([frame])
                 continue
             try:
                 rid = self.client.submit(self.cfg.model, cut_index, tensors, timeout_s=0.05)
             except Exception as exc:  # EdgeTimeout: no connection
-                self._edge_down(f"cannot send: {exc}")
-                self._run_locally(frame, "edge down")
+                self._edge_down(f"cannot send: {exc}", also=[frame])
                 continue
             frame.request_id = rid
             frame.path = "edge"
@@ -296,17 +301,16 @@ class LiveAgent:
         now = self.now()
         if self.edge_up and self.in_flight:
             oldest = min(f.sent_s for f in self.in_flight.values())
-            if now - oldest > self.cfg.edge_timeout_s:
+            if now - max(oldest, self._last_heard_s) > self.cfg.edge_timeout_s:
                 self._edge_down(f"no reply within {self.cfg.edge_timeout_s:g} s")
         if not self.edge_up and now - self._last_ping >= self.cfg.heartbeat_s:
             self._last_ping = now
-            if self._ping_id is not None:
-                self.client.forget(self._ping_id)
-                self._ping_id = None
+            if len(self._pings) >= 16:
+                self.client.forget(self._pings.popleft())
             try:
-                self._ping_id = self.client.submit_ping(timeout_s=0.01)
-            except Exception:
-                self._ping_id = None
+                self._pings.append(self.client.submit_ping(timeout_s=0.01))
+            except Exception:  # EdgeTimeout: still no connection
+                pass
 
     def _collect(self, wait_s: float) -> None:
         from wire.format import MsgType
@@ -319,9 +323,12 @@ class LiveAgent:
             except EdgeTimeout:
                 return
             timeout = 0.0
+            self._last_heard_s = self.now()
             if reply.kind is MsgType.PONG:
-                if reply.request_id == self._ping_id:
-                    self._ping_id = None
+                if reply.request_id in self._pings:
+                    for rid in self._pings:
+                        self.client.forget(rid)
+                    self._pings.clear()
                     if not self.edge_up:
                         self.edge_up = True
                         self.edge_events.append((self.now(), "edge back: splitting resumes"))
@@ -331,7 +338,10 @@ class LiveAgent:
             if frame is None:
                 continue
             if not reply.ok:
-                self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running it locally")
+                if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
+                    self._errors_seen.add(reply.error_reason)
+                    self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
+                self.edge_errors += 1
                 self._run_locally(frame, "edge error")
                 continue
             frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
@@ -346,8 +356,9 @@ class LiveAgent:
                 full = full[0] if isinstance(full, (tuple, list)) else full
                 self.verify.append(float((full - frame.result).abs().max()))
 
-    def _edge_down(self, why: str) -> None:
+    def _edge_down(self, why: str, also: list[Frame] = ()) -> None:
         if not self.edge_up:
+            self._requeue(list(also))
             return
         self.edge_up = False
         self.edge_events.append((self.now(), f"edge down: {why}"))
@@ -355,12 +366,19 @@ class LiveAgent:
         for rid in list(self.in_flight):
             self.client.forget(rid)
         self.in_flight.clear()
-        waiting = [m.payload[0] for m in self.uplink.drain()]
-        self.log(f"[{self.now():7.2f} s] edge down ({why}): re-running {len(lost)} sent and "
-                 f"{len(waiting)} queued frames on the device")
-        for frame in lost + waiting:
-            self._run_locally(frame, why)
+        waiting = [m.payload[0] for m in self.uplink.drain()] + list(also)
+        self.log(f"[{self.now():7.2f} s] edge down ({why}): {len(lost)} sent and {len(waiting)} "
+                 "unsent frames go back to the device's queue")
+        self._requeue(lost + waiting)
         self._last_ping = -math.inf
+
+    def _requeue(self, frames: list[Frame]) -> None:
+        """Put frames the edge will not answer back at the front of the queue, oldest first."""
+        for frame in sorted(frames, key=lambda f: f.fid, reverse=True):
+            frame.fallback = True
+            frame.cut, frame.request_id = -1, 0
+            frame.head_start_s = frame.head_done_s = frame.sent_s = math.nan
+            self.queue.appendleft(frame)
 
     def _fallback_all(self, why: str) -> None:
         for frame in list(self.in_flight.values()) + [m.payload[0] for m in self.uplink.drain()] + list(self.queue):
@@ -413,6 +431,7 @@ class LiveAgent:
             "decision_us": {"median": math.nan, "p99": math.nan},
             "edge_events": [{"time_s": t, "event": e} for t, e in self.edge_events],
             "probes": self.probes,
+            "edge_errors": self.edge_errors,
             "bandwidth_estimate_bps": self.estimator.estimate_bps,
             "verify": {"checked": len(self.verify), "max_abs_err": max(self.verify) if self.verify else None},
             "backend": {"name": self.backend.name, "device": self.backend.device, "restored": getattr(self, "restored", {})},
