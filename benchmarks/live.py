@@ -13,7 +13,7 @@ profile says Jetson GPU and edge GPU), and the bandwidth estimate is learnt, not
 the trace. Writes ``benchmarks/results/live.json``.
 
     python benchmarks/live.py [--model vgg16 --input-shape 3,64,64 --board jetson-nano]
-        [--trace PATH] [--trace-scale 4] [--frames 300] [--fps 10] [--V 30]
+        [--trace PATH] [--trace-scale 4] [--frames 200] [--fps 5] [--V 30]
 
 The default trace is Mahimahi's T-Mobile LTE uplink from the shared trace sets
 (``$CUTEDGE_TRACES`` or ../shared/traces); without them a seeded synthetic LTE trace is used.
@@ -93,8 +93,8 @@ def main() -> None:
     ap.add_argument("--board", default="jetson-nano")
     ap.add_argument("--trace", default=None)
     ap.add_argument("--trace-scale", type=float, default=4.0)
-    ap.add_argument("--frames", type=int, default=300)
-    ap.add_argument("--fps", type=float, default=10.0)
+    ap.add_argument("--frames", type=int, default=200)
+    ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--V", type=float, default=30.0)
     ap.add_argument("--slot", type=float, default=0.1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "live.json"))
