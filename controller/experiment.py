@@ -15,7 +15,7 @@ edge_speedup: 1.0            # divides the profile's tail times
 arrivals: {process: camera, rate_fps: 10}     # camera | poisson | trace (+ path)
 trace: {path: synthetic, format: auto, column: DL_bitrate, scale: 1.0}
 controller:
-  V: 50
+  V: 30
   queue_unit_bits: null      # default: D(0), the bits of one input frame
   energy_budget_w: null      # average power budget (virtual queue Z_E)
   throughput_floor_fps: null # served frame rate floor (virtual queue Z_T)
@@ -24,7 +24,7 @@ controller:
   dvfs: true
   rate_control: true
   virtual_queues: true
-  bit_pricing: true
+  bit_pricing: false         # charge bits their radio energy when made (docs/controller.md)
 ```
 Relative paths inside the file are resolved against the file's folder.
 """

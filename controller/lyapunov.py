@@ -67,7 +67,7 @@ class LyapunovConfig:
     virtual_queues: bool = True
     fixed_cut: int | None = None
     fixed_level: int | None = None
-    bit_pricing: bool = True
+    bit_pricing: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.V) and self.V >= 0):

@@ -178,7 +178,7 @@ def test_energy_budget_met_on_average(long_scenario, budget_w):
 
 def test_throughput_floor_raises_service(long_scenario):
     sc = long_scenario
-    lazy = LyapunovConfig(V=3000.0)
+    lazy = LyapunovConfig(V=5000.0)
     base = run_scenario(sc, LyapunovController(sc.system, lazy), time_decisions=False).summary
     floor = run_scenario(sc, LyapunovController(sc.system, replace(lazy, throughput_floor_fps=8.0)), time_decisions=False).summary
     assert base["throughput_fps"] < 8.0
