@@ -87,6 +87,11 @@ class Uplink:
         self._held: list[tuple[Message, float, bool]] = []
 
     @property
+    def busy(self) -> bool:
+        """Messages queued, or departed but not yet handed out by :meth:`advance`."""
+        return bool(self.queue or self._held)
+
+    @property
     def queued_bits(self) -> float:
         return sum(m.left_bits for m in self.queue)
 

@@ -21,8 +21,10 @@ The bandwidth estimate is learnt from what the agent measures. On a trace-shaped
 (emulation) each message that leaves the shaper gives a throughput sample; on a real network
 each reply gives ``bits / (round trip - edge queue - edge tail)``. When no sample has come for
 ``probe_every_s`` (the controller keeps everything on the device, say), the oldest queued frame
-is sent at cut 0 as fast as the link allows: an exploration step that measures the link and
-still completes a real frame, so a low initial estimate cannot lock the agent out of offloading.
+is sent at cut 0 as fast as the link allows (or, when a message already waits on the uplink, that
+message is): an exploration step that measures the link and still completes a real frame, so a
+low initial estimate cannot lock the agent out of offloading, and no message waits on a paced
+rate of zero for longer than ``probe_every_s``.
 
 Radio energy is not on any rail of an emulated run, so the agent adds the network profile's
 ``P_tx(r)`` for the time it sent (documented in the summary as ``tx_energy_j``).
@@ -140,80 +142,84 @@ class LiveAgent:
         meter = self.backend.energy_meter()
         with RestoreGuard(self.backend) as guard, torch.inference_mode():
             meter.start()
-            self._t0 = time.monotonic()
-            self.uplink = Uplink(self.uplink.capacity, start_s=0.0)
-            next_arrival = 0
-            t = 0
-            last_arrivals = 0
-            cur_level = -1
-            last_energy = 0.0
-            last_sent = 0.0
-            deadline_all = arrivals[-1] + cfg.drain_timeout_s if n_target else 0.0
-            while True:
-                t = max(t, int(self.now() // cfg.slot_s))  # a slot overrun by compute is skipped, not replayed
-                slot_start = t * cfg.slot_s
-                slot_end = slot_start + cfg.slot_s
-                self._sleep_until(slot_start)
-                now = self.now()
-                # arrivals up to now
-                came = 0
-                while next_arrival < n_target and arrivals[next_arrival] <= now:
-                    fid = next_arrival
-                    self.frames.append(Frame(fid, float(arrivals[fid]), self.source(fid)))
-                    self.queue.append(self.frames[-1])
-                    next_arrival += 1
-                    came += 1
-                self._service_network()
-                obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
-                d = self.policy.decide(obs)
-                cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
-                if not self.edge_up:
-                    cut, rate = self.local, 0.0
-                draining = next_arrival >= n_target
-                if draining and not process and self.queue:
-                    process, level = True, len(self.levels) - 1
-                if draining and self.edge_up and (self.uplink.queue or (self.queue and cut != self.local)):
-                    rate = max(rate, self.estimator.estimate_bps)
-                if level != cur_level:
-                    self.backend.pin(self.level_hz[level])
-                    cur_level = level
-                self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
-                self._maybe_probe()
-                done = 0
-                if process and self.queue:
-                    T_plan = float(self.system.head_s[cut, level])
-                    planned = len(self.queue) if T_plan <= 0 else max(1, int(math.ceil(min(len(self.queue), cfg.slot_s / T_plan) - 1e-9)))
-                    while self.queue and done < planned and self.now() < slot_end:
-                        frame = self.queue.popleft()
-                        self._run_head(frame, cut)
-                        done += 1
-                        self._service_network()
-                # let the slot run out while the link and the edge work
-                while self.now() < slot_end - 1e-4:
-                    self._service_network(wait_s=min(0.002, max(0.0, slot_end - self.now())))
-                energy = meter.read_j()
-                tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
-                slot_energy = energy - last_energy + tx_j
-                self.policy.observe(Outcome(slot_energy, done, self.uplink.sent_bits - last_sent))
-                self.rows.append({
-                    "time_s": slot_start, "capacity_est_bps": obs.capacity_bps,
-                    "capacity_bps": self.uplink.capacity_bps(slot_start) if self.uplink.capacity else math.nan,
-                    "cut": cut, "gpu_hz": self.level_hz[level], "rate_bps": rate,
-                    "sent_bits": self.uplink.sent_bits - last_sent, "Qc_frames": obs.queue_frames, "Qx_bits": obs.queue_bits,
-                    "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
-                    "process": process, "edge_up": self.edge_up,
-                })
-                last_energy, last_sent = energy, self.uplink.sent_bits
-                last_arrivals = came
-                t += 1
-                finished = next_arrival >= n_target and all(math.isfinite(f.result_s) for f in self.frames)
-                if finished:
-                    break
-                if next_arrival >= n_target and self.now() > deadline_all:
-                    self._fallback_all("drain timeout")
-                    break
-            meter.stop()
-            self.elapsed_s = self.now()
+            self.guard = guard
+            try:
+                self._t0 = time.monotonic()
+                self.uplink = Uplink(self.uplink.capacity, start_s=0.0)
+                next_arrival = 0
+                t = 0
+                last_arrivals = 0
+                cur_level = -1
+                last_energy = 0.0
+                last_sent = 0.0
+                deadline_all = arrivals[-1] + cfg.drain_timeout_s if n_target else 0.0
+                while True:
+                    t = max(t, int(self.now() // cfg.slot_s))  # a slot overrun by compute is skipped, not replayed
+                    slot_start = t * cfg.slot_s
+                    slot_end = slot_start + cfg.slot_s
+                    self._sleep_until(slot_start)
+                    now = self.now()
+                    # arrivals up to now
+                    came = 0
+                    while next_arrival < n_target and arrivals[next_arrival] <= now:
+                        fid = next_arrival
+                        self.frames.append(Frame(fid, float(arrivals[fid]), self.source(fid)))
+                        self.queue.append(self.frames[-1])
+                        next_arrival += 1
+                        came += 1
+                    self._service_network()
+                    obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
+                    d = self.policy.decide(obs)
+                    cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
+                    if not self.edge_up:
+                        cut, rate = self.local, 0.0
+                    draining = next_arrival >= n_target
+                    if draining and not process and self.queue:
+                        process, level = True, len(self.levels) - 1
+                    if draining and self.edge_up and (self.uplink.queue or (self.queue and cut != self.local)):
+                        rate = max(rate, self.estimator.estimate_bps)
+                    if level != cur_level:
+                        self.backend.pin(self.level_hz[level])
+                        cur_level = level
+                    self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
+                    self._maybe_probe()
+                    done = 0
+                    if process and self.queue:
+                        T_plan = float(self.system.head_s[cut, level])
+                        planned = len(self.queue) if T_plan <= 0 else max(1, int(math.ceil(min(len(self.queue), cfg.slot_s / T_plan) - 1e-9)))
+                        while self.queue and done < planned and self.now() < slot_end:
+                            frame = self.queue.popleft()
+                            self._run_head(frame, cut)
+                            done += 1
+                            self._service_network()
+                    # let the slot run out while the link and the edge work
+                    while self.now() < slot_end - 1e-4:
+                        self._service_network(wait_s=min(0.002, max(0.0, slot_end - self.now())))
+                    energy = meter.read_j()
+                    tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
+                    slot_energy = energy - last_energy + tx_j
+                    self.policy.observe(Outcome(slot_energy, done, self.uplink.sent_bits - last_sent))
+                    self.rows.append({
+                        "time_s": slot_start, "capacity_est_bps": obs.capacity_bps,
+                        "capacity_bps": self.uplink.capacity_bps(slot_start) if self.uplink.capacity else math.nan,
+                        "cut": cut, "gpu_hz": self.level_hz[level], "rate_bps": rate,
+                        "sent_bits": self.uplink.sent_bits - last_sent, "Qc_frames": obs.queue_frames, "Qx_bits": obs.queue_bits,
+                        "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
+                        "process": process, "edge_up": self.edge_up,
+                    })
+                    last_energy, last_sent = energy, self.uplink.sent_bits
+                    last_arrivals = came
+                    t += 1
+                    # every frame is queued, on the uplink, at the edge or done
+                    finished = next_arrival >= n_target and not (self.queue or self.uplink.busy or self.in_flight)
+                    if finished:
+                        break
+                    if next_arrival >= n_target and self.now() > deadline_all:
+                        self._fallback_all("drain timeout")
+                        break
+            finally:  # also on SIGINT/SIGTERM (the guard restores the clock, then exits)
+                meter.stop()
+                self.elapsed_s = self.now()
         self.restored = guard.restored or {}
         return self.summary()
 
@@ -251,8 +257,18 @@ class LiveAgent:
         """Send the oldest queued frame at cut 0, unpaced, when the link has not been measured
         for ``probe_every_s``: the estimate then follows the link even while nothing is offloaded."""
         now = self.now()
-        if (not self.edge_up or not self.queue or self.uplink.queue or self.in_flight
-                or now - self._last_sample_s < self.cfg.probe_every_s):
+        if not self.edge_up or self.in_flight or now - self._last_sample_s < self.cfg.probe_every_s:
+            return
+        if self.uplink.queue:
+            # a message is already waiting (the controller may hold a small bit queue at rate 0
+            # for long): send it unpaced, which measures the link and unblocks that frame
+            head = self.uplink.queue[0]
+            if not head.unpaced:
+                head.unpaced = True
+                self.probes += 1
+                self._last_sample_s = now
+            return
+        if not self.queue:
             return
         frame = self.queue.popleft()
         frame.head_start_s = frame.head_done_s = now
@@ -434,7 +450,8 @@ class LiveAgent:
             "edge_errors": self.edge_errors,
             "bandwidth_estimate_bps": self.estimator.estimate_bps,
             "verify": {"checked": len(self.verify), "max_abs_err": max(self.verify) if self.verify else None},
-            "backend": {"name": self.backend.name, "device": self.backend.device, "restored": getattr(self, "restored", {})},
+            "backend": {"name": self.backend.name, "device": self.backend.device,
+                        "restored": getattr(self, "restored", None) or getattr(getattr(self, "guard", None), "restored", None) or {}},
             "setup": {"model": self.cfg.model, "board": self.cfg.board, "network": self.cfg.network,
                       "cuts": list(self.system.cut_names), "fps": self.cfg.fps},
         }

@@ -118,7 +118,13 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         if trace is not None:
             agent.trace_path, agent.trace_format = trace.path, trace.format
             agent.trace_mean_bps, agent.trace_duration_s = float(trace.mean_bps), float(trace.duration_s)
-        summary = agent.run()
+        stopped: BaseException | None = None
+        try:
+            summary = agent.run()
+        except (SystemExit, KeyboardInterrupt) as exc:  # SIGTERM/SIGINT: the clock is already back
+            stopped = exc
+            summary = agent.summary()
+            summary["stopped"] = f"interrupted at {agent.elapsed_s:.1f} s ({type(exc).__name__} {getattr(exc, 'code', '')})".strip()
     except ConfigError:
         raise
     except BackendError as exc:
@@ -139,12 +145,15 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     f = summary["frames"]
     lat = summary["latency_ms"]
     click.echo(f"frames: {f['arrived']} arrived, {f['completed']} completed ({f['offloaded']} via the edge, "
-               f"{f['local']} on the device, {f['fallback']} of them fallback), {f['in_flight']} lost")
+               f"{f['local']} on the device, {f['fallback']} of them fallback), {f['in_flight']} not completed")
     click.echo(f"throughput {summary['throughput_fps']:.2f} fps, latency mean {lat['mean']:.0f} ms p95 {lat['p95']:.0f} ms, "
                f"energy {summary['energy_per_frame_j']:.3f} J/frame")
     if summary["backend"]["restored"]:
         click.echo("restored: " + ", ".join(f"{k}={v}" for k, v in summary["backend"]["restored"].items()))
     click.echo(f"wrote {out_dir / 'summary.json'}, {out_dir / 'frames.csv'}, {out_dir / 'timeseries.png'}")
+    if stopped is not None:
+        click.echo(f"stopped by a signal: {f['in_flight']} frame(s) had not completed; they are counted as in_flight", err=True)
+        raise stopped
 
 
 def _profile_doc(profile) -> dict:

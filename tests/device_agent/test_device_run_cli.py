@@ -89,3 +89,48 @@ def test_without_an_edge_every_frame_completes_on_the_device_and_the_clock_is_re
     # the same keys as `cutedge simulate`
     for key in ("throughput_fps", "energy_per_frame_j", "avg_power_w", "latency_ms", "queues", "slots"):
         assert key in summary
+
+
+def test_sigterm_mid_run_restores_the_clock_and_counts_every_frame(tmp_path):
+    """A real `cutedge device run` process on a fake Orin tree, killed with SIGTERM mid-run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    board = make_tree(tmp_path / "root", "orin-nano-jp6")
+    before = board.state()
+    out = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cutedge", "device", "run", "--edge", f"tcp://127.0.0.1:{_unused_port()}",
+         "--backend", "sysfs", "--sysfs-root", str(tmp_path / "root"), "--board", "jetson-orin-nano",
+         "--model", "mobilenet_v2", "--input-shape", "3,32,32", "--duration", "120", "--fps", "10",
+         "--out", str(out)],
+        cwd=repo, env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        # the agent has pinned a level once min_freq or max_freq moved
+        while board.state() == before:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the agent never pinned a level"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert "Traceback" not in stderr
+    assert board.state() == before  # min, max and governor put back
+    summary = json.loads((out / "summary.json").read_text())
+    f = summary["frames"]
+    assert f["arrived"] > 0 and f["arrived"] == f["completed"] + f["in_flight"]
+    assert summary["stopped"].startswith("interrupted")
+    assert "stopped by a signal" in stderr
+    rows = list(csv.DictReader((out / "frames.csv").open()))
+    assert len(rows) == f["arrived"]
