@@ -105,12 +105,8 @@ def request_frames(
     return [header, *bufs]
 
 
-def result_frames(
-    request: Header, outputs: Sequence[torch.Tensor], *, queue_ns: int = 0, tail_ns: int = 0
-) -> list[Any]:
-    """Header and zero-copy buffers of the RESULT answering ``request``."""
-    descs, bufs = tensors_to_wire(outputs)
-    header = encode_header(
+def _result_header(request: Header, descs: tuple, queue_ns: int, tail_ns: int) -> bytes:
+    return encode_header(
         Header(
             MsgType.RESULT,
             request.request_id,
@@ -122,26 +118,21 @@ def result_frames(
             edge_tail_ns=tail_ns,
         )
     )
-    return [header, *bufs]
+
+
+def result_frames(
+    request: Header, outputs: Sequence[torch.Tensor], *, queue_ns: int = 0, tail_ns: int = 0
+) -> list[Any]:
+    """Header and zero-copy buffers of the RESULT answering ``request``."""
+    descs, bufs = tensors_to_wire(outputs)
+    return [_result_header(request, descs, queue_ns, tail_ns), *bufs]
 
 
 def echo_frames(
     request: Header, buffers: Sequence[Any], *, queue_ns: int = 0, tail_ns: int = 0
 ) -> list[Any]:
     """A RESULT carrying the request's own buffers back (benchmarks and transport tests)."""
-    header = encode_header(
-        Header(
-            MsgType.RESULT,
-            request.request_id,
-            request.model,
-            request.cut,
-            tensors=request.tensors,
-            sent_ns=request.sent_ns,
-            edge_queue_ns=queue_ns,
-            edge_tail_ns=tail_ns,
-        )
-    )
-    return [header, *buffers]
+    return [_result_header(request, request.tensors, queue_ns, tail_ns), *buffers]
 
 
 def ping_frames(request_id: int, sent_ns: int | None = None) -> list[bytes]:
