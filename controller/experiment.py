@@ -227,9 +227,10 @@ def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True) -> S
             "path": trace.path,
             "name": trace.name,
             "format": trace.format,
-            "mean_bps": float(trace.mean_bps),
+            "mean_bps": float(trace.mean_bps) / exp.trace.scale,  # the file as read, before --trace-scale
             "duration_s": float(trace.duration_s),
             "scale": exp.trace.scale,
+            "mean_bps_scaled": float(trace.mean_bps),
             "wrapped": bool(sc.wrapped),
             "notes": list(trace.notes),
         },

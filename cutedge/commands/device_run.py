@@ -117,7 +117,8 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
             raise UsageFailure(f"--profile {profile_path}: {exc}") from None
         if trace is not None:
             agent.trace_path, agent.trace_format = trace.path, trace.format
-            agent.trace_mean_bps, agent.trace_duration_s = float(trace.mean_bps), float(trace.duration_s)
+            # the file as read, before --trace-scale (as in `cutedge simulate`)
+            agent.trace_mean_bps, agent.trace_duration_s = float(trace.mean_bps) / trace_scale, float(trace.duration_s)
         stopped: BaseException | None = None
         try:
             summary = agent.run()

@@ -131,10 +131,11 @@ def format_summary(sm: dict) -> str:
     lat = sm["latency_ms"]
     q = sm["queues"]
     tr = sm["trace"]
+    scaled = f" x {tr['scale']:g}" if tr.get("scale", 1.0) != 1.0 else ""
     rows = [
         ("policy", f"{sm['policy']} (V = {sm['V']:g})" if sm.get("V") is not None else sm["policy"]),
         ("setup", f"{sm['setup']['model']} on {sm['setup']['board']}, {sm['setup']['network']}"),
-        ("trace", f"{tr['name']} ({tr['format']}, mean {tr['mean_bps'] / 1e6:.2f} Mbit/s, {tr['duration_s']:.0f} s{', wrapped' if tr['wrapped'] else ''})"),
+        ("trace", f"{tr['name']} ({tr['format']}, mean {tr['mean_bps'] / 1e6:.2f} Mbit/s{scaled}, {tr['duration_s']:.0f} s{', wrapped' if tr['wrapped'] else ''})"),
         ("slots", f"{sm['slots']} x {sm['slot_s'] * 1e3:g} ms"),
         ("frames", f"{fr['arrived']} arrived, {fr['completed']} completed, {fr['dropped']} dropped, {fr['in_flight']} in flight"),
         ("throughput", f"{sm['throughput_fps']:.2f} frames/s"),

@@ -60,6 +60,16 @@ def test_simulate_real_trace_reports_file_mean(tmp_path, traces_dir):
     assert s["V"] == 10
 
 
+def test_trace_mean_is_the_file_as_read_before_scaling(tmp_path, traces_dir):
+    trace = traces_dir / "mahimahi" / "TMobile-LTE-short.up"
+    r = cutedge("simulate", "--trace", str(trace), "--trace-scale", "0.5", "--duration", "20", "--no-plot",
+                "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    t = json.loads((tmp_path / "summary.json").read_text())["trace"]
+    assert t["mean_bps"] == pytest.approx(13.32e6, rel=0.01)
+    assert t["scale"] == 0.5 and t["mean_bps_scaled"] == pytest.approx(t["mean_bps"] / 2)
+
+
 @pytest.mark.parametrize(
     "args, words",
     [
