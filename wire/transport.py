@@ -15,6 +15,7 @@ edge is down fails fast instead of being delivered, stale, when the edge comes b
 from __future__ import annotations
 
 import itertools
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,22 @@ from wire.tensors import tensors_to_wire, wire_to_tensors
 
 if TYPE_CHECKING:
     import torch
+
+
+_ENDPOINT = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})$")
+
+
+def check_endpoint(value: str, *, bind: bool) -> str:
+    """``value`` if it is ``tcp://HOST:PORT`` (``bind``: HOST and PORT may also be ``*``);
+    otherwise ValueError with one line saying what was expected."""
+    m = _ENDPOINT.match(value)
+    example = "tcp://0.0.0.0:5555" if bind else "tcp://10.0.0.2:5555"
+    if not m or (not bind and "*" in (m.group(1), m.group(2))):
+        raise ValueError(f"{value!r}: expected tcp://{'ADDR' if bind else 'HOST'}:PORT (e.g. {example})")
+    port = m.group(2)
+    if port != "*" and not (0 if bind else 1) <= int(port) <= 65535:
+        raise ValueError(f"{value!r}: port {port} outside {0 if bind else 1}..65535")
+    return value
 
 
 def configure_socket(sock: zmq.Socket, limits: Limits, *, linger_s: float = 0.0) -> None:

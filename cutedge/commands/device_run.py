@@ -55,8 +55,12 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     from dnn_split.models import ModelError, parse_input_shape
     from dnn_split.partition import partition
     from dnn_split.profile import estimate_profile
-    from wire.transport import EdgeClient
+    from wire.transport import EdgeClient, check_endpoint
 
+    try:
+        check_endpoint(edge_endpoint, bind=False)
+    except ValueError as exc:
+        raise UsageFailure(f"--edge {exc}") from None
     if frames is not None and duration is not None:
         raise UsageFailure("give --frames or --duration, not both")
     if (curve_server_key is None) != (curve_client_secret is None):

@@ -8,7 +8,6 @@ cleanly (exit 0, final line) on SIGINT or SIGTERM.
 from __future__ import annotations
 
 import logging
-import re
 import signal
 import sys
 from pathlib import Path
@@ -17,17 +16,14 @@ import click
 
 from cutedge.cli import UsageFailure
 
-_ENDPOINT = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})$")
-
 
 def _check_bind(ctx: click.Context, param: click.Parameter, value: str) -> str:
-    m = _ENDPOINT.match(value)
-    if not m:
-        raise click.BadParameter(f"{value!r}: expected tcp://ADDR:PORT (e.g. tcp://0.0.0.0:5555)")
-    port = m.group(2)
-    if port != "*" and not 0 <= int(port) <= 65535:
-        raise click.BadParameter(f"{value!r}: port {port} outside 0..65535")
-    return value
+    from wire.transport import check_endpoint
+
+    try:
+        return check_endpoint(value, bind=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def _parse_models(text: str | None, default_shape: tuple[int, ...]) -> list:

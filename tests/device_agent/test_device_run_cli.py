@@ -45,6 +45,9 @@ BASE = ("--edge", "tcp://127.0.0.1:9", "--backend", "simulated", "--board", "jet
         (("--network", "nonet"), "error: nonet: no such network"),
         (("--duration", "2"), "error: give --frames or --duration, not both"),
         (("--fps", "0"), "--fps"),
+        (("--edge", "foo"), "error: --edge 'foo': expected tcp://HOST:PORT"),
+        (("--edge", "tcp://*:5555"), "error: --edge 'tcp://*:5555': expected tcp://HOST:PORT"),
+        (("--edge", "tcp://10.0.0.2:70000"), "port 70000 outside 1..65535"),
     ],
 )
 def test_bad_input_is_one_error_line(capsys, args, message):
