@@ -49,6 +49,11 @@ from controller.policy import Observation, Outcome
 from controller.profiles import load_board, load_network, model_from_mapping
 from device_agent.clock import ClockBackend, RestoreGuard
 from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
+from wire.format import ErrorCode
+
+#: error replies that mean "this edge cannot serve this model or input", not a passing fault
+_REFUSALS = frozenset({ErrorCode.UNKNOWN_MODEL, ErrorCode.BAD_CUT, ErrorCode.BAD_TENSOR_COUNT,
+                       ErrorCode.BAD_DTYPE, ErrorCode.BAD_SHAPE, ErrorCode.BAD_VERSION})
 
 
 @dataclass
@@ -128,6 +133,7 @@ class LiveAgent:
         self._last_sample_s = 0.0
         self.probes = 0
         self.edge_errors = 0
+        self.refused: str | None = None  # why the edge will not serve this model, once it said so
         self._t0 = 0.0
 
     # -- time ------------------------------------------------------------------------------------
@@ -319,7 +325,7 @@ class LiveAgent:
             oldest = min(f.sent_s for f in self.in_flight.values())
             if now - max(oldest, self._last_heard_s) > self.cfg.edge_timeout_s:
                 self._edge_down(f"no reply within {self.cfg.edge_timeout_s:g} s")
-        if not self.edge_up and now - self._last_ping >= self.cfg.heartbeat_s:
+        if not self.edge_up and self.refused is None and now - self._last_ping >= self.cfg.heartbeat_s:
             self._last_ping = now
             if len(self._pings) >= 16:
                 self.client.forget(self._pings.popleft())
@@ -354,10 +360,17 @@ class LiveAgent:
             if frame is None:
                 continue
             if not reply.ok:
+                self.edge_errors += 1
+                code = reply.error_code
+                if code in _REFUSALS:  # the edge does not serve this model/input: no use retrying
+                    self._edge_refuses(reply.error_reason, frame)
+                    continue
+                if code == ErrorCode.SHUTTING_DOWN:
+                    self._edge_down("the edge is shutting down", also=[frame])
+                    continue
                 if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
                     self._errors_seen.add(reply.error_reason)
                     self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
-                self.edge_errors += 1
                 self._run_locally(frame, "edge error")
                 continue
             frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
@@ -387,6 +400,17 @@ class LiveAgent:
                  "unsent frames go back to the device's queue")
         self._requeue(lost + waiting)
         self._last_ping = -math.inf
+
+    def _edge_refuses(self, reason: str, frame: Frame) -> None:
+        """The edge answered that it cannot run this model or input (not served, other cuts or
+        shapes): every frame runs on the device from now on, and no heartbeat brings it back."""
+        if self.refused is None:
+            self.refused = reason
+            self.log(f"[{self.now():7.2f} s] the edge refuses {self.cfg.model}: {reason}; everything runs "
+                     "on the device for the rest of the run (start the edge with this model and input shape)")
+            self._edge_down(f"refuses {self.cfg.model}: {reason}", also=[frame])
+        else:
+            self._requeue([frame])
 
     def _requeue(self, frames: list[Frame]) -> None:
         """Put frames the edge will not answer back at the front of the queue, oldest first."""

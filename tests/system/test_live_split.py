@@ -96,3 +96,29 @@ def test_edge_killed_and_restarted_mid_run_loses_no_frame_and_splitting_resumes(
     # the simulated clock was pinned and put back
     assert "gpu_hz" in summary["backend"]["restored"]
     assert (out / "timeseries.png").stat().st_size > 10_000
+
+
+def test_an_edge_that_does_not_serve_the_model_is_left_alone(tmp_path):
+    """The edge serves mobilenet_v2; the device runs resnet18. The first request is refused
+    (unknown model): the agent says so once, runs everything on the device, completes every
+    frame and does not keep knocking."""
+    edge = EdgeProcess("--models", "mobilenet_v2@3x32x32", "--log-interval-s", "0.5").started()
+    out = tmp_path / "run"
+    try:
+        device = CliProcess(
+            "device", "run", "--edge", edge.endpoint, "--model", "resnet18", "--input-shape", "3,32,32",
+            "--backend", "simulated", "--board", "jetson-nano", "--duration", "5", "--fps", "10",
+            "--out", str(out),
+        )
+        rc = device.proc.wait(timeout=120)
+    finally:
+        device.kill()
+        edge.stop()
+    assert rc == 0, "\n".join(device.lines)
+    summary = json.loads((out / "summary.json").read_text())
+    f = summary["frames"]
+    assert f["arrived"] == 50 and f["completed"] == 50 and f["offloaded"] == 0
+    assert summary["edge_errors"] >= 1
+    events = [e["event"] for e in summary["edge_events"]]
+    assert len(events) == 1 and "refuses resnet18" in events[0] and "not served here" in events[0], events
+    assert sum("the edge refuses resnet18" in ln for ln in device.lines) == 1
