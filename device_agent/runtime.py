@@ -13,6 +13,8 @@ collects results from the edge agent. Frames are never lost:
   heartbeat ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes.
   A busy edge that keeps answering other requests is not silent;
 * a late reply for a frame already re-run locally is dropped by the client (no duplicates);
+* an edge that answers it does not serve this model or input (unknown model, other cuts,
+  shapes or dtype) is left alone for the rest of the run, with one message saying so;
 * once every frame has arrived, the queue is drained (heads run whatever the controller's
   processing decision, at the fastest level when it chose to idle) and the uplink sends at
   least at the bandwidth estimate, so a run always ends.
