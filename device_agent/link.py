@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,17 +106,13 @@ class Uplink:
     def capacity_bps(self, now_s: float) -> float:
         return math.inf if self.capacity is None else self.capacity.rate_at(now_s - self._t0)
 
-    def _budget(self, t0: float, t1: float, unpaced: bool = False) -> tuple[float, bool]:
-        """Bits the link can move on [t0, t1] at the paced rate, and whether pacing binds."""
-        if unpaced:
-            if self.capacity is None:
-                return math.inf, False
-            return self.capacity.bits_until(t1 - self._t0) - self.capacity.bits_until(t0 - self._t0), False
-        paced = self.rate_bps * (t1 - t0)
+    def _budget(self, t0: float, t1: float, unpaced: bool = False) -> float:
+        """Bits the link can move on [t0, t1]: the least of the pacing rate's share (none for an
+        unpaced message) and the trace's capacity (none on an unshaped link)."""
+        paced = math.inf if unpaced else self.rate_bps * (t1 - t0)
         if self.capacity is None:
-            return paced, True
-        link = self.capacity.bits_until(t1 - self._t0) - self.capacity.bits_until(t0 - self._t0)
-        return (paced, True) if paced <= link else (link, False)
+            return paced
+        return min(paced, self.capacity.bits_until(t1 - self._t0) - self.capacity.bits_until(t0 - self._t0))
 
     def advance(self, now_s: float) -> list[tuple[Message, float, bool]]:
         """Move bits up to ``now_s``; returns ``(message, departure time, paced)`` for each message
@@ -137,13 +132,11 @@ class Uplink:
                 msg.started_s = t
                 if t >= now_s:
                     break
-            budget, paced = self._budget(t, now_s, msg.unpaced)
+            budget = self._budget(t, now_s, msg.unpaced)
             if budget < msg.left_bits - 1e-9:
                 msg.left_bits -= budget
                 self.sent_bits += budget
-                msg.pace_bits += self.rate_bps * (now_s - t)
-                if msg.unpaced or self.rate_bps > 0.0:
-                    msg.active_s += now_s - t
+                self._charge(msg, now_s - t)
                 t = now_s
                 break
             # the message finishes inside [t, now]: find when (bisection on the budget)
@@ -152,13 +145,11 @@ class Uplink:
                 lo = hi = t
             for _ in range(40):
                 mid = 0.5 * (lo + hi)
-                if self._budget(t, mid, msg.unpaced)[0] >= msg.left_bits:
+                if self._budget(t, mid, msg.unpaced) >= msg.left_bits:
                     hi = mid
                 else:
                     lo = mid
-            msg.pace_bits += self.rate_bps * (hi - t)
-            if msg.unpaced or self.rate_bps > 0.0:
-                msg.active_s += hi - t
+            self._charge(msg, hi - t)
             self.sent_bits += msg.left_bits
             msg.left_bits = 0.0
             self.queue.popleft()
@@ -166,6 +157,12 @@ class Uplink:
             t = hi
         self._t = now_s
         return out
+
+    def _charge(self, msg: Message, dt: float) -> None:
+        """``msg`` was at the head of the link for ``dt`` seconds at the current pacing rate."""
+        msg.pace_bits += self.rate_bps * dt
+        if msg.unpaced or self.rate_bps > 0.0:
+            msg.active_s += dt
 
     def drain(self) -> list[Message]:
         """Take every message still queued (e.g. to run it locally when the edge is gone)."""
@@ -182,7 +179,7 @@ class BandwidthEstimator:
     a censored one (pacing-limited) lifts the estimate to at most ``probe`` times the sample.
     """
 
-    def __init__(self, initial_bps: float = 5e6, alpha: float = 0.3, probe: float = 1.25, clock: Callable[[], float] | None = None):
+    def __init__(self, initial_bps: float = 5e6, alpha: float = 0.3, probe: float = 1.25):
         if not initial_bps > 0:
             raise ValueError(f"initial_bps must be > 0, got {initial_bps}")
         self.estimate_bps = float(initial_bps)

@@ -48,7 +48,7 @@ import torch
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.policy import Observation, Outcome
-from controller.profiles import load_board, load_network, model_from_mapping
+from controller.profiles import ModelProfile, load_board, load_network
 from device_agent.clock import ClockBackend, RestoreGuard
 from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
 from wire.format import ErrorCode
@@ -77,7 +77,7 @@ class Frame:
 
 @dataclass
 class LiveConfig:
-    model: str = "resnet18"
+    model: str = "resnet50"
     input_shape: tuple[int, ...] = (3, 224, 224)
     board: str = "jetson-orin-nano"
     network: str = "lte-shannon"
@@ -99,7 +99,7 @@ class LiveConfig:
 class LiveAgent:
     """One run of the device agent. ``run()`` returns the summary dict."""
 
-    def __init__(self, cfg: LiveConfig, partition, profile_doc: dict, backend: ClockBackend, client, *,
+    def __init__(self, cfg: LiveConfig, partition, profile: ModelProfile, backend: ClockBackend, client, *,
                  link: CapacityCurve | None = None, source=None, log=print):
         self.cfg = cfg
         self.part = partition
@@ -107,7 +107,7 @@ class LiveAgent:
         self.client = client
         self.log = log
         board = load_board(cfg.board)
-        self.profile = model_from_mapping(profile_doc, f"profile of {cfg.model}")
+        self.profile = profile
         self.system = SystemModel.build(board, self.profile, load_network(cfg.network), cfg.slot_s)
         self.offered = [c for c in partition.cuts if c.offered]
         if [c.name for c in self.offered] != list(self.system.cut_names):
@@ -153,7 +153,6 @@ class LiveAgent:
             self.guard = guard
             try:
                 self._t0 = time.monotonic()
-                self.uplink = Uplink(self.uplink.capacity, start_s=0.0)
                 next_arrival = 0
                 t = 0
                 last_arrivals = 0
@@ -223,7 +222,7 @@ class LiveAgent:
                     if finished:
                         break
                     if next_arrival >= n_target and self.now() > deadline_all:
-                        self._fallback_all("drain timeout")
+                        self._fallback_all()
                         break
             finally:  # also on SIGINT/SIGTERM (the guard restores the clock, then exits)
                 meter.stop()
@@ -285,17 +284,10 @@ class LiveAgent:
         self._last_sample_s = now  # one probe at a time
         self._push(frame, self.offered[0].index, frame.x, unpaced=True)
 
-    def _run_locally(self, frame: Frame, why: str) -> None:
-        """Run the whole model on the device for a frame the edge will not answer."""
-        spec = self.offered[self.local]
-        self.backend.mark_busy(True)
-        try:
-            frame.result = self.part.head(spec)(frame.x)
-        finally:
-            self.backend.mark_busy(False)
-        frame.result_s = self.now()
-        frame.path = "fallback"
-        frame.cut = self.local
+    def _run_locally(self, frame: Frame) -> None:
+        """Run the whole model on the device, now, for a frame the edge will not answer."""
+        frame.fallback = True
+        self._run_head(frame, self.local)
 
     # -- network -----------------------------------------------------------------------------------
     def _service_network(self, wait_s: float = 0.0) -> None:
@@ -373,7 +365,7 @@ class LiveAgent:
                 if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
                     self._errors_seen.add(reply.error_reason)
                     self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
-                self._run_locally(frame, "edge error")
+                self._run_locally(frame)
                 continue
             frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
             frame.result_s = self.now()
@@ -422,10 +414,11 @@ class LiveAgent:
             frame.head_start_s = frame.head_done_s = frame.sent_s = math.nan
             self.queue.appendleft(frame)
 
-    def _fallback_all(self, why: str) -> None:
+    def _fallback_all(self) -> None:
+        """Drain timeout: every frame not completed yet runs on the device."""
         for frame in list(self.in_flight.values()) + [m.payload[0] for m in self.uplink.drain()] + list(self.queue):
             if not math.isfinite(frame.result_s):
-                self._run_locally(frame, why)
+                self._run_locally(frame)
         for rid in list(self.in_flight):
             self.client.forget(rid)
         self.in_flight.clear()

@@ -47,7 +47,7 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     from controller.config import ConfigError
     from controller.experiment import Experiment
     from controller.plots import plot_timeseries
-    from controller.profiles import load_board, load_model, load_network
+    from controller.profiles import load_board, load_model, load_network, model_from_mapping
     from controller.traces import load_trace
     from device_agent.clock import BackendError, open_backend
     from device_agent.link import CapacityCurve
@@ -98,10 +98,9 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     except ModelError as exc:
         raise UsageFailure(f"--model {model}: {exc}") from None
     if profile_path:
-        measured = load_model(profile_path)
-        doc = _profile_doc(measured)
+        model_profile = load_model(profile_path)
     else:
-        doc = estimate_profile(part, board_profile)
+        model_profile = model_from_mapping(estimate_profile(part, board_profile), f"FLOPs estimate of {model}")
     curve = None
     trace = None
     if link_trace:
@@ -116,7 +115,7 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     client = EdgeClient(edge_endpoint, curve=keys)
     try:
         try:
-            agent = LiveAgent(cfg, part, doc, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
+            agent = LiveAgent(cfg, part, model_profile, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
         except ValueError as exc:  # a --profile measured for other cuts than this partition's
             raise UsageFailure(f"--profile {profile_path}: {exc}") from None
         if trace is not None:
@@ -160,11 +159,3 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         click.echo(f"stopped by a signal: {f['in_flight']} frame(s) had not completed; they are counted as in_flight", err=True)
         raise stopped
 
-
-def _profile_doc(profile) -> dict:
-    return {
-        "model": profile.model, "input_shape": list(profile.input_shape), "dtype": profile.dtype,
-        "result_bytes": profile.result_bytes, "provenance": dict(profile.provenance),
-        "cuts": [dict(name=c.name, bytes=c.bytes, tensors=c.tensors, head_flops=c.head_flops, tail_flops=c.tail_flops,
-                      head_s=c.head_s, tail_s=c.tail_s, offered=c.offered) for c in profile.cuts],
-    }

@@ -137,3 +137,15 @@ def test_sigterm_mid_run_restores_the_clock_and_counts_every_frame(tmp_path):
     assert "stopped by a signal" in stderr
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert len(rows) == f["arrived"]
+
+
+def test_profile_measured_for_other_cuts_is_one_error_line(capsys, tmp_path):
+    from controller.profiles import load_board
+    from dnn_split.partition import partition
+    from dnn_split.profile import dump_profile, estimate_profile
+
+    other = tmp_path / "resnet18.yaml"
+    dump_profile(estimate_profile(partition("resnet18", (3, 32, 32)), load_board("jetson-nano")), other)
+    rc, out, err = run(capsys, *BASE, "--model", "mobilenet_v2", "--input-shape", "3,32,32", "--profile", str(other))
+    assert rc == 2 and out == ""
+    assert f"error: --profile {other}: the model profile's offered cuts do not match the partition's" in err
