@@ -121,6 +121,7 @@ class LiveAgent:
         self.estimator = BandwidthEstimator(cfg.initial_bandwidth_bps)
         self.source = source or synthetic_source(cfg.input_shape, cfg.seed)
         self.local = len(self.offered) - 1
+        self.dev = torch.device(cfg.device)  # where heads run; the partition must be there already
         self.frames: list[Frame] = []
         self.queue: deque[Frame] = deque()
         self.in_flight: dict[int, Frame] = {}
@@ -238,12 +239,20 @@ class LiveAgent:
             self._service_network(wait_s=min(left, 0.005))
 
     # -- compute ---------------------------------------------------------------------------------
+    def _head(self, cut: int, x: torch.Tensor):
+        """The head up to offered cut ``cut`` on ``x``, run on ``cfg.device``; outputs in host
+        memory (what the wire sends), so the time taken includes the GPU finishing."""
+        outs = self.part.head(self.offered[cut])(x.to(self.dev))
+        if self.dev.type == "cpu":
+            return outs
+        return type(outs)(t.cpu() for t in outs) if isinstance(outs, (tuple, list)) else outs.cpu()
+
     def _run_head(self, frame: Frame, cut: int) -> None:
         spec = self.offered[cut]
         frame.head_start_s = self.now()
         self.backend.mark_busy(True)
         try:
-            outs = self.part.head(spec)(frame.x)
+            outs = self._head(cut, frame.x)
         finally:
             self.backend.mark_busy(False)
         frame.head_done_s = self.now()
@@ -375,7 +384,7 @@ class LiveAgent:
                     self.estimator.add(frame.bits, net_s, False)
                     self._last_sample_s = frame.result_s
             if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
-                full = self.part.head(self.offered[self.local])(frame.x)
+                full = self._head(self.local, frame.x)
                 full = full[0] if isinstance(full, (tuple, list)) else full
                 self.verify.append(float((full - frame.result).abs().max()))
 
@@ -472,7 +481,7 @@ class LiveAgent:
             "backend": {"name": self.backend.name, "device": self.backend.device,
                         "restored": getattr(self, "restored", None) or getattr(getattr(self, "guard", None), "restored", None) or {}},
             "setup": {"model": self.cfg.model, "board": self.cfg.board, "network": self.cfg.network,
-                      "cuts": list(self.system.cut_names), "fps": self.cfg.fps},
+                      "cuts": list(self.system.cut_names), "fps": self.cfg.fps, "device": self.cfg.device},
         }
 
     def write_frames_csv(self, path: Path) -> None:

@@ -21,6 +21,8 @@ from cutedge.jsonout import write_json
 @click.option("--sysfs-root", default="/", show_default=True, help="Root of the sysfs tree (a copy of it, for tests).")
 @click.option("--network", default="lte-shannon", show_default=True, help="Uplink power model (configs/network).")
 @click.option("--profile", "profile_path", default=None, help="Model profile measured on this board (cutedge profile); default: FLOPs estimate.")
+@click.option("--device", "torch_device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where heads run: cuda (the board's GPU, whose clock the controller sets), cpu, or auto (cuda when torch sees one).")
 @click.option("--source", default="synthetic", show_default=True, help="synthetic, or a folder of .jpg/.png images.")
 @click.option("--fps", default=10.0, show_default=True, type=click.FloatRange(min=0.01), help="Camera frame rate.")
 @click.option("--frames", default=None, type=click.IntRange(min=1), help="Frames to process (default 300 unless --duration).")
@@ -36,7 +38,7 @@ from cutedge.jsonout import write_json
 @click.option("--curve-client-secret", default=None, help="This device's secret key file (with --curve-server-key).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", default="runs/device", show_default=True, help="Output folder.")
-def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, network, profile_path, source, fps, frames, duration,
+def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, network, profile_path, torch_device, source, fps, frames, duration,
         link_trace, trace_format, trace_scale, V, slot_s, edge_timeout, verify_every, curve_server_key, curve_client_secret, seed, out):
     """Run the device agent: heads here, tails on the edge, clock and rate by the controller.
 
@@ -93,10 +95,17 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         src = folder_source(source, shape) if source != "synthetic" else None
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise UsageFailure(f"--source {source}: {exc.strerror}" if exc.strerror else f"--source {exc}") from None
+    import torch
+
+    if torch_device == "auto":
+        torch_device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif torch_device == "cuda" and not torch.cuda.is_available():
+        raise UsageFailure("--device cuda: torch sees no CUDA device here (use --device cpu, or a CUDA build of torch)")
     try:
         part = partition(model, shape, weights=weights, seed=seed, announce=lambda m: click.echo(m, err=True))
     except ModelError as exc:
         raise UsageFailure(f"--model {model}: {exc}") from None
+    part.to(torch_device)
     if profile_path:
         model_profile = load_model(profile_path)
     else:
@@ -111,7 +120,7 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         ctl = replace(ctl, V=V)
     cfg = LiveConfig(model=model, input_shape=shape, board=board_profile.name, network=network, slot_s=slot_s, fps=fps,
                      frames=frames if frames is not None else (None if duration else 300), duration_s=duration,
-                     controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed)
+                     controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed, device=torch_device)
     client = EdgeClient(edge_endpoint, curve=keys)
     try:
         try:

@@ -16,6 +16,12 @@ pytest.importorskip("torch")
 pytest.importorskip("torchvision")
 
 
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _unused_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,6 +51,8 @@ BASE = ("--edge", "tcp://127.0.0.1:9", "--backend", "simulated", "--board", "jet
         (("--network", "nonet"), "error: nonet: no such network"),
         (("--duration", "2"), "error: give --frames or --duration, not both"),
         (("--fps", "0"), "--fps"),
+        pytest.param(("--device", "cuda"), "error: --device cuda: torch sees no CUDA device here",
+                     marks=pytest.mark.skipif(_has_cuda(), reason="this machine has CUDA")),
         (("--edge", "foo"), "error: --edge 'foo': expected tcp://HOST:PORT"),
         (("--edge", "tcp://*:5555"), "error: --edge 'tcp://*:5555': expected tcp://HOST:PORT"),
         (("--edge", "tcp://10.0.0.2:70000"), "port 70000 outside 1..65535"),
@@ -149,3 +157,17 @@ def test_profile_measured_for_other_cuts_is_one_error_line(capsys, tmp_path):
     rc, out, err = run(capsys, *BASE, "--model", "mobilenet_v2", "--input-shape", "3,32,32", "--profile", str(other))
     assert rc == 2 and out == ""
     assert f"error: --profile {other}: the model profile's offered cuts do not match the partition's" in err
+
+
+@pytest.mark.skipif(not _has_cuda(), reason="needs a CUDA GPU")
+def test_heads_run_on_cuda_and_every_frame_completes(tmp_path, capsys):
+    out = tmp_path / "run"
+    rc, _, err = run(
+        capsys, "--edge", f"tcp://127.0.0.1:{_unused_port()}", "--backend", "simulated", "--board", "jetson-orin-nano",
+        "--model", "mobilenet_v2", "--input-shape", "3,32,32", "--duration", "2", "--fps", "10", "--device", "cuda",
+        "--out", str(out),
+    )
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["setup"]["device"] == "cuda"
+    assert summary["frames"]["completed"] == summary["frames"]["arrived"] == 20
