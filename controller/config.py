@@ -36,17 +36,23 @@ def _show(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def read_bytes(path: Path, expected: str) -> bytes:
+    """The bytes of ``path``; a missing, directory or unreadable path is a ConfigError naming
+    it (``expected`` says what should have been there, e.g. "a YAML file")."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(path, None, "file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, f"is a directory, expected {expected}") from None
+    except OSError as exc:
+        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+
+
 def load_yaml(path: str | os.PathLike[str]) -> Section:
     """Read a YAML mapping from ``path`` into a :class:`Section`."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(p, None, "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(p, None, "is a directory, expected a YAML file") from None
-    except OSError as exc:
-        raise ConfigError(p, None, f"cannot read: {exc.strerror}") from None
+    raw = read_bytes(p, "a YAML file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

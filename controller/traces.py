@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.config import ConfigError
+from controller.config import ConfigError, read_bytes
 from controller.seeding import make_rng
 
 TRACE_FORMATS = ("auto", "mahimahi", "two-column", "gnettrack", "nuwins")
@@ -227,14 +227,7 @@ def _split_run(path: str | os.PathLike[str]) -> tuple[Path, int | None]:
 
 def _read_file(path: Path) -> tuple[bytes, str]:
     """The file's bytes and text; binary, non-UTF-8 and empty files are errors."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(path, None, "file not found") from None
-    except IsADirectoryError:
-        raise ConfigError(path, None, "is a directory, expected a trace file") from None
-    except OSError as exc:
-        raise ConfigError(path, None, f"cannot read: {exc.strerror or exc}") from None
+    data = read_bytes(path, "a trace file")
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
