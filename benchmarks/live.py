@@ -58,7 +58,7 @@ def _start_edge(model: str, shape: str, log: Path) -> tuple[subprocess.Popen, st
 
 
 def _simulate(args, profile_yaml: Path, trace: str) -> dict:
-    from controller.experiment import Experiment, TraceSpec, build_scenario, run_scenario
+    from simulation.experiment import Experiment, TraceSpec, build_scenario, run_scenario
 
     exp = Experiment()
     exp = replace(
@@ -101,7 +101,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from controller.profiles import load_board
-    from controller.traces import shared_traces_dir
+    from simulation.traces import shared_traces_dir
     from dnn_split.models import parse_input_shape
     from dnn_split.partition import partition
     from dnn_split.profile import dump_profile, estimate_profile
@@ -164,7 +164,7 @@ def main() -> None:
 
 def _write_synthetic(spec: str, work: Path) -> str:
     """A synthetic trace as a two-column file the device agent can shape its link by."""
-    from controller.traces import load_trace
+    from simulation.traces import load_trace
 
     tr = load_trace(spec, seed=1)
     path = work / "synthetic-uplink.txt"

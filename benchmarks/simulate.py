@@ -6,7 +6,7 @@ Prints and writes benchmarks/results/simulate.json:
 - ``slot_steps_per_s_single``: ``simulate()`` + ``LyapunovController`` on the default scenario
   (ResNet-50 on a TX2, synthetic LTE, 10 fps, 100 ms slots), decisions not timed; best of 3.
 - ``slot_steps_per_s_batch``: slot-steps summed over ``batch_lanes`` scenarios (V values x seeds x
-  the three synthetic traces) run by ``controller.batchsim.simulate_batch``, end to end: the
+  the three synthetic traces) run by ``simulation.batchsim.simulate_batch``, end to end: the
   stepping, the per-frame times and every lane's summary; best of 2. BLAS is held to one thread,
   so this is per core. ``slot_steps_per_s_batch_64`` is the same for 64 lanes.
 - ``default_sweep_s``: ``cutedge sweep`` with the default config (sweep-default.yaml) and
@@ -33,10 +33,10 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from controller.batchsim import Lane, simulate_batch  # noqa: E402
-from controller.experiment import Experiment, TraceSpec, build_scenario  # noqa: E402
+from simulation.batchsim import Lane, simulate_batch  # noqa: E402
+from simulation.experiment import Experiment, TraceSpec, build_scenario  # noqa: E402
 from controller.lyapunov import LyapunovConfig, LyapunovController  # noqa: E402
-from controller.simulator import simulate  # noqa: E402
+from simulation.simulator import simulate  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 TRACES = ("synthetic:markov-lte", "synthetic:5g-mmwave", "synthetic:wifi")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.traces import SYNTHETIC_KINDS, read_trace, shared_traces_dir, synthetic_uplink
+from simulation.traces import SYNTHETIC_KINDS, read_trace, shared_traces_dir, synthetic_uplink
 
 SETS = ("mahimahi", "pensieve", "lumos5g", "ucc-5g-cork", "nuwins-5g-mmwave-uplink")
 

@@ -82,7 +82,7 @@ class LyapunovConfig:
 class PairTables:
     """The (cut, level) pairs a config may choose, in the order the pair search scans them.
 
-    Shared by :class:`LyapunovController` and the batched engine (``controller.batchsim``), so
+    Shared by :class:`LyapunovController` and the batched engine (``simulation.batchsim``), so
     both evaluate the same rows in the same order and break ties the same way.
     """
 

@@ -12,14 +12,14 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def tx2_resnet50():
     """The default system: ResNet-50 on a Jetson TX2, Shannon uplink, 100 ms slots."""
-    from controller.experiment import Experiment, build_system
+    from simulation.experiment import Experiment, build_system
 
     return build_system(Experiment())
 
 
 @pytest.fixture(scope="session")
 def tx2_resnet50_linear():
-    from controller.experiment import Experiment, build_system
+    from simulation.experiment import Experiment, build_system
 
     return build_system(Experiment(network="lte-linear"))
 
@@ -27,7 +27,7 @@ def tx2_resnet50_linear():
 @pytest.fixture(scope="session")
 def traces_dir() -> Path:
     """The shared public trace sets (``$CUTEDGE_TRACES`` overrides); skip when absent."""
-    from controller.traces import TRACES_ENV, shared_traces_dir
+    from simulation.traces import TRACES_ENV, shared_traces_dir
 
     root = shared_traces_dir()
     if not root.is_dir():

@@ -47,10 +47,10 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     exit path.
     """
     from controller.config import ConfigError
-    from controller.experiment import Experiment
-    from controller.plots import plot_timeseries
+    from simulation.experiment import Experiment
+    from simulation.plots import plot_timeseries
     from controller.profiles import load_board, load_model, load_network, model_from_mapping
-    from controller.traces import load_trace
+    from simulation.traces import load_trace
     from device_agent.clock import BackendError, open_backend
     from device_agent.link import CapacityCurve
     from device_agent.runtime import LiveAgent, LiveConfig, folder_source

@@ -16,8 +16,8 @@ from cutedge.cli import UsageFailure
 @click.option("--title", default=None, help="Figure title (default: from FOLDER/sweep.json).")
 def plot(folder: Path, out, title):
     """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv when present)."""
-    from controller.sweep import ROW_FIELDS, read_csv
-    from controller.tradeoff_plots import plot_tradeoff
+    from simulation.sweep import ROW_FIELDS, read_csv
+    from simulation.tradeoff_plots import plot_tradeoff
 
     if not folder.is_dir():
         raise UsageFailure(f"{folder}: not a folder (give the --out folder of a cutedge sweep)")

@@ -45,7 +45,7 @@ def simulate(config_path, board, model, network, trace_path, trace_format, trace
 
     Writes summary.json, timeseries.csv and timeseries.png to --out and prints a summary.
     """
-    from controller.experiment import Experiment, build_scenario, load_experiment, run_scenario
+    from simulation.experiment import Experiment, build_scenario, load_experiment, run_scenario
 
     exp = load_experiment(config_path or "default") if config_path or _has_default() else Experiment()
     changes: dict = {}
@@ -107,7 +107,7 @@ def write_outputs(result, scenario, out_dir: Path, plot: bool = True) -> None:
             row = [_cell(c[i]) for c in cols]
             w.writerow(row[:3] + [names[int(s["cut"][i])]] + row[3:])
     if plot:
-        from controller.plots import plot_timeseries
+        from simulation.plots import plot_timeseries
 
         sm = result.summary
         title = (

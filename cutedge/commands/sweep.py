@@ -56,8 +56,8 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
     """
     import os
 
-    from controller.baselines import parse_policies
-    from controller.sweep import (
+    from simulation.baselines import parse_policies
+    from simulation.sweep import (
         SweepConfig,
         SweepError,
         TraceEntry,
@@ -131,7 +131,7 @@ def _builtin(name: str) -> bool:
 
 
 def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True) -> None:
-    from controller.sweep import BOUND_FIELDS, ROW_FIELDS, compare_to_baselines, write_csv
+    from simulation.sweep import BOUND_FIELDS, ROW_FIELDS, compare_to_baselines, write_csv
 
     write_csv(out_dir / "sweep.csv", result.rows, ROW_FIELDS)
     write_csv(out_dir / "bound.csv", result.bounds, BOUND_FIELDS)
@@ -162,7 +162,7 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
     }
     write_json(out_dir / "sweep.json", meta)
     if plot:
-        from controller.tradeoff_plots import plot_tradeoff
+        from simulation.tradeoff_plots import plot_tradeoff
 
         plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta))
 

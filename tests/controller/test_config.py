@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from controller.config import ConfigError, configs_dir
-from controller.experiment import load_experiment
+from simulation.experiment import load_experiment
 from controller.profiles import load_board, load_model, load_network
 
 BOARD = (configs_dir() / "boards" / "jetson-tx2.yaml").read_text()

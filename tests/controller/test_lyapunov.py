@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from controller.experiment import Experiment, build_scenario, run_scenario
+from simulation.experiment import Experiment, build_scenario, run_scenario
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel, tx_power_w
 from controller.policy import Observation, check_policy

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from controller.traces import load_trace
+from simulation.traces import load_trace
 from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
 
 

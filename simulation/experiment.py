@@ -38,13 +38,13 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
+from simulation.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
 from controller.config import Section, load_yaml, resolve_named
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.profiles import load_board, load_model, load_network
 from controller.seeding import make_rng
-from controller.simulator import SimResult, simulate
+from simulation.simulator import SimResult, simulate
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     if "trace" in s:
         t = s.section("trace")
         t.check_keys(["path", "format", "column", "scale"])
-        from controller.traces import TRACE_FORMATS
+        from simulation.traces import TRACE_FORMATS
 
         tpath = t.string("path", "synthetic")
         kw["trace"] = TraceSpec(
@@ -176,7 +176,7 @@ class Scenario:
 
     experiment: Experiment
     system: SystemModel
-    trace: object  # controller.traces.Trace
+    trace: object  # simulation.traces.Trace
     capacity_bps: np.ndarray
     wrapped: bool
     arrival_times_s: np.ndarray
@@ -196,7 +196,7 @@ def build_system(exp: Experiment) -> SystemModel:
 
 
 def build_scenario(exp: Experiment) -> Scenario:
-    from controller.traces import load_trace
+    from simulation.traces import load_trace
 
     system = build_system(exp)
     trace = load_trace(

@@ -1,13 +1,13 @@
 """Batched trace-driven engine: many scenarios of one system stepped together with numpy.
 
 A sweep runs the same system over V values x seeds x traces x policies: hundreds of scenarios
-of a few thousand slots each. :func:`controller.simulator.simulate` steps one scenario with a
+of a few thousand slots each. :func:`simulation.simulator.simulate` steps one scenario with a
 Python loop (~60 000 slot-steps/s); here every quantity of a slot is an array of shape (S,) over
 the S scenarios ("lanes"), and the controller's pair search is one (S, K) operation, so the
 Python overhead of a slot is paid once for all lanes.
 
 It is the same model, not a second one: the slot dynamics are line-for-line those of
-:func:`~controller.simulator.simulate` (see its docstring), the controller's constants and
+:func:`~simulation.simulator.simulate` (see its docstring), the controller's constants and
 formulas come from :mod:`controller.lyapunov` (:func:`~controller.lyapunov.pair_tables`,
 :func:`~controller.lyapunov.bit_price_j_per_bit`, :func:`~controller.lyapunov.shannon_rate_bps`,
 :func:`~controller.lyapunov.linear_send_gain`), the objective is evaluated with ``np.matmul`` on
@@ -22,7 +22,7 @@ Two kinds of lane:
 - a :class:`Schedule`: a (cut, level) per slot decided in advance, sending whatever is queued at
   full capacity. Every baseline whose choice does not look at the queues (local, edge,
   Neurosurgeon, energy-greedy, JointDNN, any fixed pair) is a schedule: its policy object
-  computes it from the past capacities and arrivals alone (``controller.baselines``).
+  computes it from the past capacities and arrivals alone (``simulation.baselines``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from controller.lyapunov import (
     shannon_rate_bps,
 )
 from controller.model import SystemModel
-from controller.simulator import SimResult, _frame_times, summarize
+from simulation.simulator import SimResult, _frame_times, summarize
 
 
 @dataclass(frozen=True, eq=False)

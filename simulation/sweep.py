@@ -2,8 +2,8 @@
 
 A sweep is cut into work units, one per (trace, seed). A unit builds its scenario once, finds
 the best static pair in hindsight (which ``static-best`` and ``dvfs-only`` need), runs every
-policy lane together in the batched engine (:mod:`controller.batchsim`), solves the stationary
-LP bound (:mod:`controller.bounds`) for the offered load and for each V policy's served load,
+policy lane together in the batched engine (:mod:`simulation.batchsim`), solves the stationary
+LP bound (:mod:`simulation.bounds`) for the offered load and for each V policy's served load,
 and returns plain rows. Units are independent and deterministic (every random draw comes from
 the unit's seed), so the same sweep gives the same numbers with any number of workers and on
 any executor; rows are put back in unit order.
@@ -14,7 +14,7 @@ Sweep config (``configs/experiments/sweep-*.yaml``)::
     experiment: default            # the experiment every run starts from (name or path)
     duration_s: 600                # optional overrides of the experiment
     controller: {throughput_floor_fps: 9.5}   # merged into the experiment's controller section
-    policies: all                  # or a list of names (controller.baselines.POLICY_NAMES)
+    policies: all                  # or a list of names (simulation.baselines.POLICY_NAMES)
     V: [0.3, 1, 3, ...]            # values for the V policies
     seeds: 1                       # seeds experiment.seed, +1, ...
     traces:                        # synthetic specs or files; relative file paths are resolved
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.baselines import (
+from simulation.baselines import (
     FIXED_POLICIES,
     V_POLICIES,
     BaselineOptions,
@@ -47,8 +47,8 @@ from controller.baselines import (
     static_best,
 )
 from controller.config import ConfigError, Section, load_yaml, resolve_named
-from controller.experiment import Experiment, TraceSpec, build_scenario, load_experiment
-from controller.experiment import controller_config as parse_controller
+from simulation.experiment import Experiment, TraceSpec, build_scenario, load_experiment
+from simulation.experiment import controller_config as parse_controller
 from controller.lyapunov import LyapunovConfig
 
 DEFAULT_V = (0.3, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
@@ -212,7 +212,7 @@ def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] 
         entries = []
         for t in s.sections("traces"):
             t.check_keys(["path", "format", "column", "scale", "label"])
-            from controller.traces import TRACE_FORMATS
+            from simulation.traces import TRACE_FORMATS
 
             raw_path = t.string("path")
             entries.append(
@@ -280,7 +280,7 @@ def _bound_for(system, exp: Experiment, tangents: int, constrained: bool = True)
     configured problem); without them for the served-load bound of a run, which must hold for
     any run, including one that breaks a constraint.
     """
-    from controller.bounds import StationaryBound
+    from simulation.bounds import StationaryBound
 
     c = exp.controller
     budget = c.energy_budget_w if constrained else None
@@ -295,7 +295,7 @@ def _bound_for(system, exp: Experiment, tangents: int, constrained: bool = True)
 
 def run_unit(unit: Unit) -> UnitResult:
     """Run every policy of ``unit`` on its scenario; the rows and bound rows, in a fixed order."""
-    from controller.batchsim import Lane, Schedule, simulate_batch
+    from simulation.batchsim import Lane, Schedule, simulate_batch
 
     t0 = time.perf_counter()
     tr = unit.trace

@@ -17,7 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from controller.plots import _pyplot
+from simulation.plots import _pyplot
 
 V_STYLE = {
     "cutedge": dict(color="black", lw=2.2, ls="-", marker="o", label="CutEdge (Lyapunov)"),

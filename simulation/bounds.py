@@ -310,7 +310,7 @@ class StationaryBound:
     def solve_served(self, result, capacity_bps: np.ndarray | None = None) -> BoundResult:
         """p* for the load a simulated run actually carried (see the module docstring).
 
-        ``result`` is a :class:`~controller.simulator.SimResult`. The heads' progress
+        ``result`` is a :class:`~simulation.simulator.SimResult`. The heads' progress
         (``busy/T_loc``, or the heads done at the input cut) is the demand and the bits produced
         by that progress but not sent are allowed to stay queued, so the run itself is a
         feasible point of the LP: its average power is >= the returned p*.

@@ -1,4 +1,4 @@
-"""Trace readers, resampling and the synthetic uplink (controller/traces.py).
+"""Trace readers, resampling and the synthetic uplink (simulation/traces.py).
 
 Real files come from the shared public sets (``$CUTEDGE_TRACES``, skipped when absent); the
 expected means are the figures in that folder's README where it gives them, and otherwise are
@@ -19,7 +19,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from controller.config import ConfigError
-from controller.traces import (
+from simulation.traces import (
     SYNTHETIC_KINDS,
     TRACE_FORMATS,
     Trace,

@@ -33,7 +33,7 @@ jointdnn       :class:`JointDNN`: shortest path over the layer graph, energy + l
 Policies that never look at the queues (local, edge, Neurosurgeon, energy-greedy, JointDNN, any
 fixed pair) can also give their whole decision sequence in advance from the capacities and
 arrivals (:meth:`ScheduledPolicy.schedule`), which the batched engine
-(:mod:`controller.batchsim`) runs for many scenarios at once. ``schedule`` calls the same
+(:mod:`simulation.batchsim`) runs for many scenarios at once. ``schedule`` calls the same
 ``decide`` as the live policy, so the two cannot disagree.
 """
 
@@ -484,7 +484,7 @@ def static_best(
     This is an oracle (it has seen the whole trace) and a strong reference: it shows what the
     controller's adaptivity buys over the best single configuration one could have picked.
     """
-    from controller.batchsim import Lane, Schedule, simulate_batch
+    from simulation.batchsim import Lane, Schedule, simulate_batch
 
     n = len(capacity_bps)
     lanes = []

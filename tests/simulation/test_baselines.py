@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
-from controller.baselines import (
+from simulation.baselines import (
     BaselineOptions,
     CapacityEstimate,
     EdgeOnly,
@@ -33,7 +33,7 @@ from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.policy import Observation, check_policy
 from controller.profiles import Cut, ModelProfile, load_board, load_network
-from controller.simulator import simulate
+from simulation.simulator import simulate
 
 INPUT, MID, OUT = 0, 1, 2
 SLOW, FAST = 0, 1

@@ -11,7 +11,7 @@ from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.policy import Decision
 from controller.profiles import Cut, ModelProfile, load_board, load_network
-from controller.simulator import simulate
+from simulation.simulator import simulate
 
 
 class Fixed:

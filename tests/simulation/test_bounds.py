@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
-from controller.baselines import V_POLICIES, controller_config, make_policy, static_best
-from controller.batchsim import Lane, Schedule, simulate_batch
-from controller.bounds import (
+from simulation.baselines import V_POLICIES, controller_config, make_policy, static_best
+from simulation.batchsim import Lane, Schedule, simulate_batch
+from simulation.bounds import (
     StationaryBound,
     capacity_states,
     heads_progress,
     radio_dual,
     slot_radio_energy_j,
 )
-from controller.experiment import Experiment, TraceSpec, build_scenario
+from simulation.experiment import Experiment, TraceSpec, build_scenario
 from controller.lyapunov import LyapunovConfig
 
 

@@ -16,19 +16,19 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
-from controller.baselines import make_policy
-from controller.batchsim import (
+from simulation.baselines import make_policy
+from simulation.batchsim import (
     Lane,
     Schedule,
     shannon_log2_k_array,
     simulate_batch,
     tx_power_w_array,
 )
-from controller.experiment import Experiment, TraceSpec, build_scenario
+from simulation.experiment import Experiment, TraceSpec, build_scenario
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import shannon_log2_k, tx_power_w
-from controller.simulator import simulate
-from controller.sweep import (
+from simulation.simulator import simulate
+from simulation.sweep import (
     BOUND_FIELDS,
     ROW_FIELDS,
     SweepConfig,
@@ -334,7 +334,7 @@ def test_dask_executor_gives_the_same_files(tmp_path):
 
 
 def test_compare_to_baselines_verdicts():
-    from controller.sweep import compare_to_baselines
+    from simulation.sweep import compare_to_baselines
 
     def row(policy, V, lat_ms, e, completed=100, dropped=0):
         return {"policy": policy, "V": V, "trace": "t", "latency_ms_mean": lat_ms, "energy_per_frame_j": e,
