@@ -42,7 +42,8 @@ from controller.lyapunov import (
     shannon_rate_bps,
 )
 from controller.model import SystemModel
-from simulation.simulator import SimResult, _frame_times, summarize
+from simulation.dynamics import ARRAY, slot_step
+from simulation.simulator import SimResult, frame_times, summarize
 
 
 @dataclass(frozen=True, eq=False)
@@ -396,6 +397,15 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         arrivals_sorted.append(a)
         arr_slots.append(s_idx)
         per_slot[:, j] = np.bincount(s_idx, minlength=n_slots)
+    # arrival offsets within their slot, one row per lane padded with inf; first[t, j] is the
+    # row index of lane j's first arrival of slot t
+    width = max((len(a) for a in arrivals_sorted), default=0) + 1
+    offsets = np.full((S, width), np.inf)
+    for j, (a, s_idx) in enumerate(zip(arrivals_sorted, arr_slots)):
+        offsets[j, : len(a)] = a - s_idx * tau
+    first_arrival = np.ascontiguousarray(np.cumsum(per_slot, axis=0) - per_slot)
+    most = per_slot.max(axis=1).tolist()
+    lane_idx = np.arange(S)
 
     F = system.n_levels
     head_flat = np.ascontiguousarray(system.head_s.ravel())
@@ -424,14 +434,14 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         "qx": np.zeros((n_slots, S)),
         "busy": np.zeros((n_slots, S)),
         "done": np.zeros((n_slots, S), np.int64),
-        "first": np.zeros((n_slots, S)),
-        "period": np.zeros((n_slots, S)),
+        "switch": np.zeros((n_slots, S)),
+        "progress": np.zeros((n_slots, S)),
         "admitted": np.zeros((n_slots, S), np.int64),
         "process": np.zeros((n_slots, S), bool),
     }
     rec_vq = {name: np.zeros((n_slots, S)) for name in ("Z_E", "Z_T", "Z_L")}
     r_cut, r_level, r_r, r_sent, r_qc, r_qx = rec["cut"], rec["level"], rec["r"], rec["sent"], rec["qc"], rec["qx"]
-    r_busy, r_done, r_first, r_period = rec["busy"], rec["done"], rec["first"], rec["period"]
+    r_busy, r_done, r_switch, r_progress = rec["busy"], rec["done"], rec["switch"], rec["progress"]
     r_admitted, r_process = rec["admitted"], rec["process"]
     lyap_groups = [g for g in groups if isinstance(g, _LyapunovGroup)]
     observers = [g for g in lyap_groups if g.any_obs]
@@ -455,7 +465,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
     lyap_mask = np.zeros(S, bool)
     for g in lyap_groups:
         lyap_mask[g.sl] = True
-    where, minimum = np.where, np.minimum
+    minimum = np.minimum
     energy = None
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -468,35 +478,19 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             switch = (level != prev_level) * switch_s if (t and switch_s) else no_switch
             np.copyto(prev_level, level)
 
-            # -- heads on the GPU (simulate()'s branches, lane by lane) --------------------
+            # -- the slot: simulation.dynamics.slot_step, as simulate() runs it ------------------
             T = head_flat[cut * F + level]
-            act = process & (queued > 0)
-            avail = tau - switch
-            # a zero-time head (cut 0) has need = 0 <= avail: it takes the "fits" branch, which
-            # gives simulate()'s cut-0 values (all done, busy 0, first = switch, progress 0)
-            need = (queued - progress) * T
-            fits = act & (need <= avail)
-            over = act ^ fits
-            total = progress + avail / T
-            whole = np.floor(total)
-            done = where(fits, queued, where(over, whole, 0.0)).astype(np.int64)
-            busy = where(fits, need, where(over, avail, 0.0))
-            # act * x is where(act, x, 0.0) for the finite x here, in one call
-            np.multiply(act, switch + (1.0 - progress) * T, out=r_first[t])
-            np.multiply(act, T, out=r_period[t])
-            progress = where(fits, 0.0, where(over, total - whole, progress))
-            queued -= done
-
-            # -- uplink --------------------------------------------------------------------------
             r = minimum(rate, c_t)
-            sent = minimum(r * tau, qx)
             r_qx[t] = qx
-            qx = qx - sent + done * bits[cut]
-            qx[qx < 1e-6] = 0.0
-
-            # -- arrivals during the slot ------------------------------------------------------
-            admitted = where(admit, minimum(per_slot[t], np.maximum(buffer_frames - queued, 0)), 0)
-            queued += admitted
+            r_progress[t] = progress
+            k = most[t]
+            slot_offsets = [offsets[lane_idx, np.minimum(first_arrival[t] + i, width - 1)] for i in range(k)]
+            done, busy, progress, queued, admitted, sent, qx = slot_step(
+                ARRAY, tau, T, bits[cut], switch, process, r, queued, progress, qx, slot_offsets,
+                per_slot[t], admit, buffer_frames,
+            )
+            done = done.astype(np.int64)
+            queued = queued.astype(np.int64)
 
             if energy_in_loop:
                 energy = _slot_energy(system, busy, level, r, sent, c_t, None if log2_k is None else log2_k[t])[0]
@@ -510,6 +504,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             r_qc[t] = qc_obs
             r_busy[t] = busy
             r_done[t] = done
+            r_switch[t] = switch
             r_admitted[t] = admitted
             r_process[t] = process
             for g in observers:
@@ -558,11 +553,11 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             }
             if lyap_mask[j]:
                 slots.update({k: v[jj] for k, v in vq_cols.items()})
-            frames = _frame_times(
-                system, tau, n_slots, arrivals_sorted[j], arr_slots[j], cols["admitted"][jj], cols["done"][jj],
-                cols["first"][jj], cols["period"][jj], cols["cut"][jj], cols["sent"][jj], cols["rate"][jj],
-            )
-            res = SimResult(slot_s=tau, slots=slots, frames=frames)
+            slots["switch_s"] = cols["switch"][jj]
+            slots["progress"] = cols["progress"][jj]
+            frames = frame_times(system, arrivals_sorted[j], arr_slots[j], slots)
+            res = SimResult(slot_s=tau, slots=slots, frames=frames,
+                            end={"queued_frames": int(queued[j]), "queued_bits": float(qx[j])})
             res.summary = summarize(res, ordered[j].name, system.cut_names)
             results[order[j]] = res
     return results  # type: ignore[return-value]

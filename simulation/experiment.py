@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from simulation.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
 from controller.config import Section, load_yaml, resolve_named
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.profiles import load_board, load_model, load_network
 from controller.seeding import make_rng
+from simulation.arrivals import ARRIVAL_PROCESSES, ArrivalSpec
 from simulation.simulator import SimResult, simulate
 
 

@@ -1,25 +1,25 @@
 """Frame-accurate, trace-driven simulator of one device, its uplink and the edge.
 
-Time is slotted (``slot_s``). In slot t:
-
-1. the policy sees the queues and the capacity C(t) and returns (cut, level, rate, process, admit);
-2. a clock change costs the board's switch latency of GPU time;
-3. the GPU runs heads back to back on the frames queued at the start of the slot (FIFO, work
-   carries over between slots, so a head longer than a slot still finishes); each frame's head
-   completion time is exact within the slot;
-4. the uplink sends ``rate * slot_s`` bits (at most the backlog at the start of the slot) at a
-   constant rate; bits produced during the slot queue behind them;
-5. frames arriving during the slot join the device queue at its end (if admitted and the buffer
-   has room; otherwise they are counted as dropped).
+Time is slotted (``slot_s``). In slot t the policy sees the queues and the capacity C(t) and
+returns (cut, level, rate, process, admit); then the slot runs by the rules of
+:func:`simulation.dynamics.slot_step`, the one implementation the batched engine shares: a clock
+change costs the switch latency, heads run back to back on the queued frames and then on the
+frames arriving during the slot (each from its arrival on), bits leave the uplink as soon as a
+head has made them, at the chosen rate, and arrivals are admitted while the buffer has room
+(the others are counted as dropped).
 
 Energy per slot: ``busy*P_busy(f) + (slot - busy)*P_idle(f)`` plus the radio's ``P_tx(r)`` for
 the time it sends. The per-frame times (arrival, head done, last bit sent, tail done, result back)
-are rebuilt after the run from per-slot counters, which is exact because every queue is FIFO:
-the i-th admitted frame is the i-th head completion, and its bits leave when the cumulative bits
-sent reach the cumulative bits queued up to it. The edge is not a bottleneck (it serves requests
-in parallel); the result returns after half an RTT plus its transfer on the downlink.
+are rebuilt after the run from the per-slot records by the same rules
+(:func:`~simulation.dynamics.head_done_times`, :func:`~simulation.dynamics.sent_times`), which is
+exact because every queue is FIFO: the i-th admitted frame is the i-th head completion, and its
+bits leave when the cumulative bits sent reach the cumulative bits queued up to it. The edge is
+not a bottleneck (it serves requests in parallel); the result returns after half an RTT plus its
+transfer on the downlink.
 
-Frames are conserved: ``arrived = completed + dropped + in_flight``.
+Frames are counted where they arrive, are dropped, finish and remain queued, each independently;
+``summarize`` checks ``arrived = completed + dropped + queued on the device + in the uplink or at
+the edge``.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 
 from controller.model import SystemModel
 from controller.policy import Decision, Observation, Outcome, Policy
+from simulation.dynamics import SCALAR, head_done_times, sent_times, slot_step
 
 
 @dataclass
@@ -41,6 +42,7 @@ class SimResult:
     slot_s: float
     slots: dict[str, np.ndarray]
     frames: dict[str, np.ndarray]
+    end: dict = field(default_factory=dict)  # the device's state after the last slot
     summary: dict = field(default_factory=dict)
 
 
@@ -62,6 +64,8 @@ def simulate(
     arrivals = arrivals[(arrivals >= 0) & (arrivals < horizon)]
     arr_slot = np.minimum((arrivals // tau).astype(np.int64), n_slots - 1)
     per_slot_arrivals = np.bincount(arr_slot, minlength=n_slots).tolist()
+    bounds = np.searchsorted(arr_slot, np.arange(n_slots + 1)).tolist()
+    offsets = (arrivals - arr_slot * tau).tolist()
 
     head_s = system.head_s.tolist()
     bits = system.bits.tolist()
@@ -72,6 +76,7 @@ def simulate(
     linear = net.model == "linear"
     tx_power = system.tx_power_w
     n_cuts, n_levels = system.n_cuts, system.n_levels
+    step = slot_step
 
     # per-slot records (preallocated; filled by index)
     rec_cut = np.zeros(n_slots, np.int16)
@@ -84,8 +89,8 @@ def simulate(
     rec_tx_energy = np.zeros(n_slots)
     rec_busy = np.zeros(n_slots)
     rec_done = np.zeros(n_slots, np.int64)
-    rec_first = np.zeros(n_slots)
-    rec_period = np.zeros(n_slots)
+    rec_switch = np.zeros(n_slots)
+    rec_progress = np.zeros(n_slots)
     rec_admitted = np.zeros(n_slots, np.int64)
     rec_dec_ns = np.zeros(n_slots, np.int64)
     rec_process = np.zeros(n_slots, bool)
@@ -113,59 +118,23 @@ def simulate(
             raise ValueError(f"policy {policy.name!r} chose cut {p}, level {f} outside the tables")
         switch = switch_s if (prev_level >= 0 and f != prev_level) else 0.0
         prev_level = f
-
-        # -- heads on the GPU -------------------------------------------------------------
-        done = 0
-        busy = 0.0
-        first = 0.0
-        period = 0.0
-        if d.process and queued > 0:
-            T = head_s[p][f]
-            progress0 = progress
-            if T <= 0.0:  # cut 0: nothing to run, the input is queued for the uplink at once
-                done = queued
-                first = switch
-                progress = 0.0  # a head partly run at another cut is abandoned: the input is sent
-            else:
-                avail = tau - switch
-                need = (queued - progress) * T
-                if need <= avail:
-                    done = queued
-                    busy = need
-                    progress = 0.0
-                else:
-                    busy = avail
-                    total = progress + avail / T
-                    done = int(total)
-                    progress = total - done
-                first = switch + (1.0 - progress0) * T
-                period = T
-        if done:
-            queued -= done
-        e_compute = busy * busy_w[f] + (tau - busy) * idle_w[f]
-
-        # -- uplink --------------------------------------------------------------------------
         rate = d.rate_bps
         if rate > c_t:
             rate = c_t
-        sent = rate * tau
-        if sent > qx:
-            sent = qx
+        if rate < 0.0:
+            rate = 0.0
+        a = per_slot_arrivals[t]
+        rec_progress[t] = progress
+        done, busy, progress, queued, admitted, sent, qx_new = step(
+            SCALAR, tau, head_s[p][f], bits[p], switch, bool(d.process), rate, queued, progress, qx,
+            offsets[bounds[t]:bounds[t + 1]], a, bool(d.admit), buffer_frames,
+        )
+        e_compute = busy * busy_w[f] + (tau - busy) * idle_w[f]
         e_tx = 0.0
         if sent > 0.0:
             send_time = sent / rate
             e_tx = tx_power(rate, c_t) * send_time if not linear else (net.alpha_w_per_bps * rate + net.beta_w) * send_time
-        qx = qx - sent + done * bits[p]
-        if qx < 1e-6:
-            qx = 0.0
-
-        # -- arrivals during the slot ----------------------------------------------------------
-        a = per_slot_arrivals[t]
-        admitted = 0
-        if a and d.admit:
-            room = buffer_frames - queued
-            admitted = a if a <= room else (room if room > 0 else 0)
-            queued += admitted
+        qx = qx_new
         last_arrivals = a
 
         energy = e_compute + e_tx
@@ -181,8 +150,7 @@ def simulate(
         rec_tx_energy[t] = e_tx
         rec_busy[t] = busy
         rec_done[t] = done
-        rec_first[t] = first
-        rec_period[t] = period
+        rec_switch[t] = switch
         rec_admitted[t] = admitted
         rec_process[t] = d.process
         for name in vq_names:
@@ -202,20 +170,27 @@ def simulate(
         "tx_energy_j": rec_tx_energy,
         "busy_s": rec_busy,
         "heads_done": rec_done,
+        "switch_s": rec_switch,
+        "progress": rec_progress,
         "admitted": rec_admitted,
         "arrivals": np.asarray(per_slot_arrivals, dtype=np.int64),
         "decision_ns": rec_dec_ns,
         "process": rec_process,
         **rec_vq,
     }
-    frames = _frame_times(system, tau, n_slots, arrivals, arr_slot, rec_admitted, rec_done, rec_first, rec_period, rec_cut, rec_sent, rec_rate)
-    result = SimResult(slot_s=tau, slots=slots, frames=frames)
+    frames = frame_times(system, arrivals, arr_slot, slots)
+    result = SimResult(slot_s=tau, slots=slots, frames=frames, end={"queued_frames": int(queued), "queued_bits": float(qx)})
     result.summary = summarize(result, getattr(policy, "name", type(policy).__name__), system.cut_names)
     return result
 
 
-def _frame_times(system, tau, n_slots, arrivals, arr_slot, admitted, done, first, period, cut, sent, rate) -> dict[str, np.ndarray]:
-    """Per-frame timestamps from the per-slot FIFO counters (see the module docstring)."""
+def frame_times(system: SystemModel, arrivals: np.ndarray, arr_slot: np.ndarray, slots: dict) -> dict[str, np.ndarray]:
+    """Per-frame timestamps from the per-slot records (see the module docstring)."""
+    tau = system.slot_s
+    admitted = slots["admitted"]
+    done = slots["heads_done"]
+    cut = slots["cut"].astype(np.int64)
+    n_slots = len(done)
     n_arr = len(arrivals)
     # which arrivals were admitted: the first `admitted[t]` of the frames arriving in slot t
     slot_start_idx = np.searchsorted(arr_slot, np.arange(n_slots))
@@ -223,49 +198,30 @@ def _frame_times(system, tau, n_slots, arrivals, arr_slot, admitted, done, first
     is_admitted = rank_in_slot < admitted[arr_slot]
     adm_idx = np.flatnonzero(is_admitted)
 
-    # head completions in order: slot t contributes done[t] completions at first + j*period
-    total_done = int(done.sum())
-    comp_slot = np.repeat(np.arange(n_slots), done)
-    j = np.arange(total_done) - np.repeat(np.cumsum(done) - done, done)
-    comp_time = comp_slot * tau + first[comp_slot] + j * period[comp_slot]
-    comp_cut = cut[comp_slot].astype(np.int64)
-
-    n_adm = len(adm_idx)
-    n_done = min(total_done, n_adm)
+    n_done = min(int(done.sum()), len(adm_idx))
+    if n_done < int(done.sum()):  # pragma: no cover - the dynamics never finish a frame twice
+        raise RuntimeError("more heads finished than frames were admitted")
+    T = system.head_s[cut, slots["level"].astype(np.int64)]
+    comp_time = head_done_times(tau, done, T, slots["switch_s"], slots["progress"], arrivals[adm_idx])
+    comp_cut = np.repeat(cut, done)
+    done_idx = adm_idx[:n_done]
     head_done = np.full(n_arr, np.nan)
     frame_cut = np.full(n_arr, -1, np.int64)
-    head_done[adm_idx[:n_done]] = comp_time[:n_done]
-    frame_cut[adm_idx[:n_done]] = comp_cut[:n_done]
+    head_done[done_idx] = comp_time
+    frame_cut[done_idx] = comp_cut
 
     # uplink: FIFO over the frames with bits to send
-    bits = system.bits[comp_cut[:n_done]]
+    fbits = system.bits[comp_cut]
+    needs = fbits > 0
     sent_time = np.full(n_arr, np.nan)
-    needs = bits > 0
-    if needs.any():
-        cum_bits = np.cumsum(bits[needs])
-        cum_sent_end = np.cumsum(sent)
-        cum_sent_start = cum_sent_end - sent
-        tol = 1e-6 * np.maximum(1.0, cum_bits)
-        slot_of = np.searchsorted(cum_sent_end, cum_bits - tol, side="left")
-        ok = slot_of < n_slots
-        s = slot_of[ok]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            offset = np.where(rate[s] > 0, (cum_bits[ok] - cum_sent_start[s]) / rate[s], 0.0)
-        t_sent = np.full(len(cum_bits), np.nan)
-        t_sent[ok] = s * tau + np.clip(offset, 0.0, tau)
-        idx = adm_idx[:n_done][needs]
-        sent_time[idx] = t_sent
-    local = ~needs
-    idx_local = adm_idx[:n_done][local]
-    sent_time[idx_local] = head_done[idx_local]
+    sent_time[done_idx[needs]] = sent_times(tau, fbits[needs], comp_time[needs], slots["sent_bits"], slots["rate_bps"])
+    sent_time[done_idx[~needs]] = head_done[done_idx[~needs]]
 
     net = system.network
     tail_done = np.full(n_arr, np.nan)
     back = np.full(n_arr, np.nan)
-    done_idx = adm_idx[:n_done]
-    fc = frame_cut[done_idx]
-    remote = system.bits[fc] > 0
-    tail_done[done_idx] = np.where(remote, sent_time[done_idx] + net.rtt_s / 2 + system.tail_s[fc], head_done[done_idx])
+    remote = system.bits[comp_cut] > 0
+    tail_done[done_idx] = np.where(remote, sent_time[done_idx] + net.rtt_s / 2 + system.tail_s[comp_cut], head_done[done_idx])
     result_trip = net.rtt_s / 2 + system.result_bits / net.downlink_bps
     back[done_idx] = np.where(remote, tail_done[done_idx] + result_trip, head_done[done_idx])
     completed = np.isfinite(back) & (back <= n_slots * tau)
@@ -292,10 +248,19 @@ def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -
     s, fr, tau = result.slots, result.frames, result.slot_s
     n_slots = len(s["time_s"])
     duration = n_slots * tau
+    # each count from its own source: arrivals, the slots' admissions, the frames' result times,
+    # the device queue the dynamics left, and the heads done whose result is not back yet
     arrived = int(len(fr["arrival_s"]))
+    dropped = int(s["arrivals"].sum() - s["admitted"].sum())
     completed = int(fr["completed"].sum())
-    dropped = int((~fr["admitted"]).sum())
-    in_flight = arrived - completed - dropped
+    queued_device = int(result.end.get("queued_frames", 0))
+    after_head = int((np.isfinite(fr["head_done_s"]) & ~fr["completed"]).sum())
+    in_flight = queued_device + after_head
+    if arrived != completed + dropped + in_flight:
+        raise RuntimeError(
+            f"frames not conserved: {arrived} arrived != {completed} completed + {dropped} dropped + "
+            f"{queued_device} queued + {after_head} in the uplink or at the edge"
+        )
     energy = float(s["energy_j"].sum())
     lat_ms = (fr["result_s"][fr["completed"]] - fr["arrival_s"][fr["completed"]]) * 1e3
     dec_us = s["decision_ns"] / 1e3
@@ -304,7 +269,8 @@ def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -
         "slots": n_slots,
         "slot_s": tau,
         "duration_s": duration,
-        "frames": {"arrived": arrived, "completed": completed, "dropped": dropped, "in_flight": in_flight},
+        "frames": {"arrived": arrived, "completed": completed, "dropped": dropped, "in_flight": in_flight,
+                   "queued_device": queued_device, "in_uplink_or_edge": after_head},
         "throughput_fps": completed / duration if duration else 0.0,
         "energy_j": energy,
         "energy_per_frame_j": energy / completed if completed else math.nan,
@@ -329,5 +295,4 @@ def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -
             "busy_share": float(s["busy_s"].sum() / duration) if duration else 0.0,
         },
     }
-    assert arrived == completed + dropped + in_flight
     return out

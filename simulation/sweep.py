@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.config import ConfigError, Section, load_yaml, resolve_named
+from controller.lyapunov import LyapunovConfig
 from simulation.baselines import (
     FIXED_POLICIES,
     V_POLICIES,
@@ -46,10 +48,8 @@ from simulation.baselines import (
     parse_policies,
     static_best,
 )
-from controller.config import ConfigError, Section, load_yaml, resolve_named
 from simulation.experiment import Experiment, TraceSpec, build_scenario, load_experiment
 from simulation.experiment import controller_config as parse_controller
-from controller.lyapunov import LyapunovConfig
 
 DEFAULT_V = (0.3, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
 DEFAULT_TRACES = (
