@@ -56,6 +56,9 @@ BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the qu
 
 @dataclass(frozen=True)
 class LyapunovConfig:
+    """The controller's knobs. Every switch of the objective is a field; the defaults are the
+    ones the figures in ``docs/controller.md`` are measured with."""
+
     V: float = DEFAULT_V
     queue_unit_bits: float | None = None
     energy_budget_w: float | None = None
@@ -67,7 +70,10 @@ class LyapunovConfig:
     virtual_queues: bool = True
     fixed_cut: int | None = None
     fixed_level: int | None = None
-    bit_pricing: bool = False
+    multipliers: bool = True
+    multiplier_gain: float = 0.02
+    latency_weight_per_s: float | None = None
+    arrival_ewma: float = 0.1
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.V) and self.V >= 0):
@@ -76,6 +82,17 @@ class LyapunovConfig:
             v = getattr(self, name)
             if v is not None and not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be > 0, got {v}")
+        if not (math.isfinite(self.multiplier_gain) and self.multiplier_gain > 0):
+            raise ValueError(f"multiplier_gain must be > 0, got {self.multiplier_gain}")
+        w = self.latency_weight_per_s
+        if w is not None and not (math.isfinite(w) and w >= 0):
+            raise ValueError(f"latency_weight_per_s must be >= 0, got {w}")
+        if not (0.0 < self.arrival_ewma <= 1.0):
+            raise ValueError(f"arrival_ewma must be in (0, 1], got {self.arrival_ewma}")
+
+    def latency_weight(self, slot_s: float) -> float:
+        """omega (frames/s): the weight of a frame-second of latency (default: one per slot)."""
+        return 1.0 / slot_s if self.latency_weight_per_s is None else float(self.latency_weight_per_s)
 
 
 @dataclass(frozen=True, eq=False)
@@ -90,6 +107,8 @@ class PairTables:
     level: np.ndarray      # (K,) GPU level index of each pair
     mu: np.ndarray         # (K,) heads one slot can finish (BIG_RATE for a zero-time head)
     per_frame: np.ndarray  # (2, K) per head: extra energy dE (J), bits D (bit)
+    head_s: np.ndarray     # (K,) T_loc of the pair (s)
+    post_s: np.ndarray     # (K,) after the head: RTT + tail + the result's trip (0 at the local cut)
     idle_j: np.ndarray     # (K,) tau * P_idle(level): the slot's idle energy at the pair's level
     idle_level: int        # the level an idle GPU parks at (least idle power among the allowed)
     idle_cost_j: float     # tau * P_idle(idle_level)
@@ -118,16 +137,30 @@ def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
         mu = np.where(head > 0, tau / np.where(head > 0, head, 1.0), BIG_RATE)
     dE = system.extra_energy_j()[pair_cut, pair_level]
     bits = system.bits[pair_cut].astype(float)
+    net = system.network
+    post = np.where(bits > 0, net.rtt_s + system.tail_s[pair_cut] + system.result_bits / net.downlink_bps, 0.0)
     best_idle = levels[np.argmin(system.idle_w[levels])]
     return PairTables(
         cut=pair_cut,
         level=pair_level,
         mu=np.ascontiguousarray(mu),
         per_frame=np.ascontiguousarray(np.stack([dE, bits])),
+        head_s=np.ascontiguousarray(head),
+        post_s=np.ascontiguousarray(post),
         idle_j=np.ascontiguousarray(tau * system.idle_w[pair_level]),
         idle_level=int(best_idle),
         idle_cost_j=tau * float(system.idle_w[best_idle]),
     )
+
+
+def initial_multipliers(system: SystemModel, capacity_bps: float) -> tuple[float, float]:
+    """(gamma_c J/frame, gamma_x J/bit) to start from: a bit at its full-rate radio energy on the
+    first capacity seen, a frame at what sending its input costs. The online update moves them
+    to the long-run marginal energies; a good start only shortens the learning."""
+    if capacity_bps <= 0.0:
+        return 0.0, 0.0
+    g_x = float(bit_price_j_per_bit(system.network, capacity_bps))
+    return g_x * float(system.bits[0]), g_x
 
 
 def bit_price_j_per_bit(network: NetworkProfile, mean_capacity_bps):
@@ -159,8 +192,8 @@ def linear_send_gain(w_r, v_e, network: NetworkProfile, r_max):
 class LyapunovController:
     """Drift-plus-penalty controller for one device; pure numpy, no hardware.
 
-    Build once per (system, config); ``reset`` clears the virtual queues. ``decide`` is the hot
-    path: five numpy calls on preallocated buffers and a closed-form rate.
+    Build once per (system, config); ``reset`` clears the virtual queues and the multipliers.
+    ``decide`` is the hot path: a few numpy calls on preallocated buffers and a closed-form rate.
     """
 
     name = "cutedge"
@@ -171,36 +204,43 @@ class LyapunovController:
         tau = system.slot_s
         tables = pair_tables(system, config)
         self.tables = tables
-        self._pair_cut = tables.cut
-        self._pair_level = tables.level
         self._mu = tables.mu
-        self._dE = tables.per_frame[0]
-        self._bits = tables.per_frame[1]
-        K = self._mu.size
-        # rows: n*dE, n*D, tau*P_idle, n   -> objective = [V_E, w_x, V_E, -c] @ rows
-        self._rows = np.zeros((4, K))
-        self._rows[2] = tables.idle_j
         self._per_frame = tables.per_frame
-        self._w = np.zeros(4)
+        self._head = tables.head_s
+        self._post = tables.post_s
+        K = self._mu.size
+        # rows: n*dE, n*D, tau*P_idle, n, n(n+1)/2*T, n*post -> objective = w @ rows
+        self._rows = np.zeros((6, K))
+        self._rows[2] = tables.idle_j
+        self._w = np.zeros(6)
         self._n = self._rows[3]
-        self._qc0 = np.zeros(())
+        self._supply0 = np.zeros(())
         self._obj = np.empty(K)
         self._idle_level = tables.idle_level
         self._idle_cost = tables.idle_cost_j
         self._unit = float(config.queue_unit_bits or system.bits[0])
         if not self._unit > 0:
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
+        self._dmax = float(system.bits.max())
+        self._half_head = 0.5 * self._head
+        self._made_bits = 0.0
         net = system.network
         self._shannon = net.model == "shannon"
         self._tau = tau
-        self._cut_list = self._pair_cut.tolist()
-        self._level_list = self._pair_level.tolist()
-        self._pricing = config.bit_pricing
+        self._omega = config.latency_weight(tau)
+        self._cut_list = tables.cut.tolist()
+        self._level_list = tables.level.tolist()
+        self._mu_list = self._mu.tolist()
+        self._bits_list = tables.per_frame[1].tolist()
+        self._mult = config.multipliers
+        self._rate_gain = config.multiplier_gain / self._unit
+        self._dE = tables.per_frame[0]
+        self._bits_row = tables.per_frame[1]
+        self._premium = tables.idle_j - tables.idle_cost_j
+        self._gx_min = 1e-6 * float(initial_multipliers(system, 1e12)[1]) if system.bits[0] > 0 else 0.0
         self._budget_slot_j = (
             config.energy_budget_w * tau if (config.energy_budget_w is not None and config.virtual_queues) else 0.0
         )
-        self._cached_qc = -1.0
-        self._cached_price = -1.0
         self.reset()
 
     # -- state ---------------------------------------------------------------------------------
@@ -208,13 +248,25 @@ class LyapunovController:
         self.z_energy = 0.0
         self.z_throughput = 0.0
         self.z_latency = 0.0
+        self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (frame_price)
+        self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
+        self._price_key: tuple = ()
+        self._last_potential = -1.0  # bits the multiplier alone would have sent last slot
+        self.arrival_estimate = 0.0
+        self._started = False
         self._last_queues = 0.0
-        self._cap_sum = 0.0
-        self._cap_n = 0
+        self._last_bits = 0.0     # bits per head at its cut
+        self._made_bits = 0.0
+        self._cached_supply = -1.0
 
     @property
     def virtual_queues(self) -> dict[str, float]:
         return {"Z_E": self.z_energy, "Z_T": self.z_throughput, "Z_L": self.z_latency}
+
+    @property
+    def multipliers(self) -> dict[str, float]:
+        """gamma_c (J/frame) and gamma_x (J/bit): the prices the queue weights are offset by."""
+        return {"gamma_c_j_per_frame": self.gamma_c, "gamma_x_j_per_bit": self.gamma_x}
 
     def with_config(self, **changes) -> LyapunovController:
         return LyapunovController(self.system, replace(self.config, **changes))
@@ -226,67 +278,113 @@ class LyapunovController:
             return self.config.V + self.z_energy / self._budget_slot_j
         return self.config.V
 
-    def bit_price(self) -> float:
-        """Energy a bit will cost on the uplink (J/bit), at the mean capacity seen so far.
+    def _learn(self, arrivals: float, capacity: float) -> None:
+        """Fold the previous slot into the bit multiplier and the arrival estimate (past only)."""
+        if not self._started:
+            self._started = True
+            if self._mult:
+                self.gamma_x = initial_multipliers(self.system, capacity)[1]
+            return
+        if self._mult and self._last_potential >= 0.0:
+            # stochastic dual step of the stationary LP, multiplicative (the price stays positive
+            # and the step is scale-free): the bit price rises while the heads make more bits than
+            # the rate that price buys would send, and falls while they make fewer
+            x = self._rate_gain * (self._made_bits - self._last_potential)
+            if x > 1.0:
+                x = 1.0
+            elif x < -1.0:
+                x = -1.0
+            g = self.gamma_x * math.exp(x)
+            self.gamma_x = g if g > self._gx_min else self._gx_min
+        alpha = self.config.arrival_ewma
+        self.arrival_estimate += alpha * (arrivals - self.arrival_estimate)
 
-        Charging a frame's future radio energy when its head creates the bits (and crediting it
-        back when they are sent) keeps the time-average penalty unchanged for a stable queue but
-        stops the controller from treating an empty bit queue as free transmission.
-        """
-        if not self.config.bit_pricing or self._cap_n == 0:
-            return 0.0
-        c = self._cap_sum / self._cap_n
-        if c <= 0.0:
-            return 0.0
-        return bit_price_j_per_bit(self.system.network, c)
+    def frame_price(self) -> float:
+        """gamma_c (J/frame): a frame's marginal energy at the bit price gamma_x, the least per-head
+        energy ``dE + gamma_x*D`` (plus the GPU's idle premium at that level, shared by the slot's
+        frames) over the pairs that alone keep up with the arrival estimate."""
+        lam = self.arrival_estimate
+        key = (self.gamma_x, lam)
+        if key == self._price_key:
+            return self.gamma_c
+        share = lam if lam > 0.05 else 0.05
+        c = self._dE + self.gamma_x * self._bits_row + self._premium / share
+        keep = self._mu >= lam
+        self.gamma_c = float(c[keep].min()) if keep.any() else float(c.min())
+        self._price_key = key
+        return self.gamma_c
 
     def decide(self, obs: Observation) -> Decision:
-        # The hot path: scalars in plain Python, the pair search in five numpy calls on
+        # The hot path: scalars in plain Python, the pair search in a few numpy calls on
         # preallocated buffers.
-        _, qc, qx, capacity, _ = obs
+        _, qc, qx, capacity, arrivals = obs
         if qc < 0.0:
             qc = 0.0
         if qx < 0.0:
             qx = 0.0
-        if capacity > 0.0 or self._cap_n:
-            self._cap_sum += capacity
-            self._cap_n += 1
+        self._learn(float(arrivals), capacity)
         cfg = self.config
         unit = self._unit
-        v_e = cfg.V
+        V = cfg.V
+        v_e = V
         if self._budget_slot_j:
             v_e += self.z_energy / self._budget_slot_j
-        price = v_e * self.bit_price() if self._pricing else 0.0
-        w_x = qx / (unit * unit)
+        omega = self._omega
+        tau = self._tau
+        supply = qc + self.arrival_estimate  # frames the slot can work on: queued and arriving
         rows = self._rows
-        if qc != self._cached_qc:
+        if supply != self._cached_supply:
             n = self._n
-            self._qc0[()] = qc  # a 0-d array operand is ~40 % faster than a Python float
-            _minimum(self._mu, self._qc0, out=n)
+            self._supply0[()] = supply  # a 0-d array operand is faster than a Python float
+            _minimum(self._mu, self._supply0, out=n)
             _multiply(n, self._per_frame, out=rows[0:2])
-            self._cached_qc = qc
+            # completion time of n heads back to back: T*(1 + 2 + ... + n) for whole n
+            _multiply(n, n + 1.0, out=rows[4])
+            _multiply(rows[4], self._half_head, out=rows[4])
+            _multiply(n, self._post, out=rows[5])
+            self._cached_supply = supply
+        z_l = self.z_latency
+        g_x = self.gamma_x
+        g_c = self.frame_price() if self._mult else 0.0
+        w_bits = qx / (unit * unit) + V * g_x  # weight of a bit on the uplink queue
         w = self._w
         w[0] = v_e
-        w[1] = w_x + price
+        # a head's bits: queued (w_bits), sent at about the capacity (omega*D/C of latency)
+        w[1] = w_bits + omega / (capacity if capacity > 1.0 else 1.0) + z_l / self._dmax
         w[2] = v_e
-        w[3] = -(qc + self.z_throughput + self.z_latency)
+        w[3] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
+        w[4] = omega
+        w[5] = omega
         obj = self._obj
         _dot(w, rows, out=obj)
         k = int(obj.argmin())
-        if qc > 0.0 and obj.item(k) < v_e * self._idle_cost:
-            cut, level, process = self._cut_list[k], self._level_list[k], True
+        cut = self._cut_list[k]
+        if supply > 0.0 and obj.item(k) < v_e * self._idle_cost:
+            level, process = self._level_list[k], True
+            mu = self._mu_list[k]
+            head_bits = self._bits_list[k]
+            made = (mu if mu < supply else supply) * head_bits
+            self._last_bits = head_bits
         else:
-            cut, level, process = self._cut_list[k], self._idle_level, False
-        rate = self._rate(capacity, qx, v_e, w_x + self.z_latency / unit + price)
+            level, process, made = self._idle_level, False, 0.0
+            self._last_bits = 0.0
+        # sending a bit a slot earlier saves omega*tau/B of latency
+        w_r = w_bits + omega * tau / unit + z_l / self._dmax
+        rate = self._rate(capacity, qx + made, v_e, w_r)
+        if self._mult:
+            # what the multiplier alone would send this slot (the LP's rate at price gamma_x)
+            self._last_potential = self._rate(capacity, math.inf, 1.0, g_x) * tau
         admit = True
         if cfg.admission_frame_value_j is not None:
-            admit = qc < cfg.V * cfg.admission_frame_value_j
+            admit = qc < V * cfg.admission_frame_value_j
         self._last_queues = qc + qx
         return Decision(cut, level, rate, process, admit)
 
-    def _rate(self, capacity: float, qx: float, v_e: float, w_r: float) -> float:
-        """argmin over r in [0, min(C, Q_x/tau)] of v_e*P_tx(r) - w_r*r (closed form)."""
-        r_max = min(capacity, qx / self._tau)
+    def _rate(self, capacity: float, bits: float, v_e: float, w_r: float) -> float:
+        """argmin over r in [0, min(C, bits/tau)] of v_e*P_tx(r) - w_r*r (closed form)."""
+        r_max = bits / self._tau
+        if r_max > capacity:
+            r_max = capacity
         if r_max <= 0.0:
             return 0.0
         if not self.config.rate_control:
@@ -303,6 +401,7 @@ class LyapunovController:
         return r_max if linear_send_gain(w_r, v_e, net, r_max) > 0.0 else 0.0
 
     def observe(self, outcome: Outcome) -> None:
+        self._made_bits = outcome.frames_done * self._last_bits
         cfg = self.config
         if not cfg.virtual_queues:
             return
@@ -315,6 +414,9 @@ class LyapunovController:
             z = self.z_throughput + cfg.throughput_floor_fps * tau - outcome.frames_done
             self.z_throughput = z if z > 0.0 else 0.0
         if cfg.latency_epsilon is not None:
-            served = outcome.frames_done + outcome.bits_sent / self._unit
+            # each frame's service counted once: a head at cut p serves 1 - D(p)/D_max of its
+            # frame, its D(p) bits the rest as they leave
+            dmax = self._dmax
+            served = outcome.frames_done * (1.0 - self._last_bits / dmax) + outcome.bits_sent / dmax
             z = self.z_latency + (cfg.latency_epsilon if self._last_queues > 0 else 0.0) - served
             self.z_latency = z if z > 0.0 else 0.0
