@@ -71,7 +71,8 @@ class LyapunovConfig:
     fixed_cut: int | None = None
     fixed_level: int | None = None
     multipliers: bool = True
-    multiplier_gain: float = 0.02
+    multiplier_gain: float = 0.08
+    multiplier_window_slots: float = 30.0
     latency_weight_per_s: float | None = None
     arrival_ewma: float = 0.1
 
@@ -84,6 +85,8 @@ class LyapunovConfig:
                 raise ValueError(f"{name} must be > 0, got {v}")
         if not (math.isfinite(self.multiplier_gain) and self.multiplier_gain > 0):
             raise ValueError(f"multiplier_gain must be > 0, got {self.multiplier_gain}")
+        if not (math.isfinite(self.multiplier_window_slots) and self.multiplier_window_slots >= 1):
+            raise ValueError(f"multiplier_window_slots must be >= 1, got {self.multiplier_window_slots}")
         w = self.latency_weight_per_s
         if w is not None and not (math.isfinite(w) and w >= 0):
             raise ValueError(f"latency_weight_per_s must be >= 0, got {w}")
@@ -234,6 +237,7 @@ class LyapunovController:
         self._bits_list = tables.per_frame[1].tolist()
         self._mult = config.multipliers
         self._rate_gain = config.multiplier_gain / self._unit
+        self._avg = 1.0 / config.multiplier_window_slots
         self._dE = tables.per_frame[0]
         self._bits_row = tables.per_frame[1]
         self._premium = tables.idle_j - tables.idle_cost_j
@@ -250,6 +254,7 @@ class LyapunovController:
         self.z_latency = 0.0
         self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (frame_price)
         self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
+        self._gx_fast = 0.0  # the price the dual steps move; gamma_x is its window average
         self._price_key: tuple = ()
         self._last_potential = -1.0  # bits the multiplier alone would have sent last slot
         self.arrival_estimate = 0.0
@@ -283,7 +288,7 @@ class LyapunovController:
         if not self._started:
             self._started = True
             if self._mult:
-                self.gamma_x = initial_multipliers(self.system, capacity)[1]
+                self.gamma_x = self._gx_fast = initial_multipliers(self.system, capacity)[1]
             return
         if self._mult and self._last_potential >= 0.0:
             # stochastic dual step of the stationary LP, multiplicative (the price stays positive
@@ -294,8 +299,11 @@ class LyapunovController:
                 x = 1.0
             elif x < -1.0:
                 x = -1.0
-            g = self.gamma_x * math.exp(x)
-            self.gamma_x = g if g > self._gx_min else self._gx_min
+            g = self._gx_fast * math.exp(x)
+            self._gx_fast = g if g > self._gx_min else self._gx_min
+            # decisions use the price averaged over a window of slots: the stationary LP's price
+            # does not follow each fade of the link (the real queues answer those)
+            self.gamma_x += self._avg * (self._gx_fast - self.gamma_x)
         alpha = self.config.arrival_ewma
         self.arrival_estimate += alpha * (arrivals - self.arrival_estimate)
 
@@ -373,7 +381,7 @@ class LyapunovController:
         rate = self._rate(capacity, qx + made, v_e, w_r)
         if self._mult:
             # what the multiplier alone would send this slot (the LP's rate at price gamma_x)
-            self._last_potential = self._rate(capacity, math.inf, 1.0, g_x) * tau
+            self._last_potential = self._rate(capacity, math.inf, 1.0, self._gx_fast) * tau
         admit = True
         if cfg.admission_frame_value_j is not None:
             admit = qc < V * cfg.admission_frame_value_j

@@ -37,6 +37,7 @@ from controller.lyapunov import (
     LN2,
     LyapunovConfig,
     bit_price_j_per_bit,
+    initial_multipliers,
     linear_send_gain,
     pair_tables,
     shannon_rate_bps,
@@ -109,9 +110,10 @@ def tx_power_w_array(system: SystemModel, rate_bps: np.ndarray, capacity_bps: np
 class _LyapunovGroup:
     """Controller lanes that share one pair set (same fixed cut/level and DVFS switch).
 
-    Everything exogenous (the running mean capacity behind the bit price, ``log2 K`` of the
-    Shannon law) is computed for all slots before the run (:meth:`prepare`); a slot then costs
-    a fixed number of numpy calls whatever the number of lanes.
+    :class:`~controller.lyapunov.LyapunovController` lane by lane, with the same formulas in the
+    same order (its docstring and ``docs/controller.md`` state the objective). ``log2 K`` of the
+    Shannon law is computed for all slots before the run (:meth:`prepare`); a slot then costs a
+    fixed number of numpy calls whatever the number of lanes.
     """
 
     def __init__(self, system: SystemModel, configs: Sequence[LyapunovConfig], sl: slice):
@@ -122,6 +124,8 @@ class _LyapunovGroup:
         t = pair_tables(system, configs[0])
         self.pair_cut, self.pair_level = t.cut, t.level
         self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
+        self.half_head, self.post = 0.5 * t.head_s, t.post_s
+        self.premium = t.idle_j - t.idle_cost_j
         self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
         S, K = len(configs), t.mu.size
         f = np.array
@@ -138,122 +142,161 @@ class _LyapunovGroup:
         self.obs_latency = f([c.latency_epsilon is not None for c in configs]) & vq
         self.theta = f([c.admission_frame_value_j if c.admission_frame_value_j is not None else 0.0 for c in configs])
         self.admission = f([c.admission_frame_value_j is not None for c in configs])
-        self.pricing = f([c.bit_pricing for c in configs], dtype=bool)
         self.rate_control = f([c.rate_control for c in configs], dtype=bool)
-        # plain bools: which optional terms any lane has (skipped entirely when none does)
-        self.any_budget = bool(self.has_budget.any())
-        self.any_obs = bool(self.obs_budget.any() or self.obs_floor.any() or self.obs_latency.any())
-        self.any_z = bool(self.obs_floor.any() or self.obs_latency.any())
-        self.any_admission = bool(self.admission.any())
-        self.all_rate_control = bool(self.rate_control.all())
-        self.any_zero_V = bool((self.V <= 0.0).any())
-        self.any_latency = bool(self.obs_latency.any())
-        self.V_idle_cost = self.V * self.idle_cost
-        self.needs_energy = bool(self.obs_budget.any())
+        self.mult = f([c.multipliers for c in configs], dtype=bool)
+        self.omega = f([c.latency_weight(tau) for c in configs], dtype=float)
+        self.alpha = f([c.arrival_ewma for c in configs], dtype=float)
         units = [float(c.queue_unit_bits or system.bits[0]) for c in configs]
         if not all(u > 0 for u in units):
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
         self.unit = f(units)
         self.unit2 = self.unit * self.unit
+        self.gain = f([c.multiplier_gain for c in configs], dtype=float) / self.unit
+        self.avg = 1.0 / f([c.multiplier_window_slots for c in configs], dtype=float)
+        self.dmax = float(system.bits.max())
+        self.gx_min = 1e-6 * float(initial_multipliers(system, 1e12)[1]) if system.bits[0] > 0 else 0.0
+        # plain bools: which optional terms any lane has (skipped entirely when none does)
+        self.any_budget = bool(self.has_budget.any())
+        self.any_obs = bool(self.obs_budget.any() or self.obs_floor.any() or self.obs_latency.any())
+        self.any_admission = bool(self.admission.any())
+        self.all_rate_control = bool(self.rate_control.all())
+        self.any_zero_V = bool((self.V <= 0.0).any())
+        self.any_mult = bool(self.mult.any())
+        self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
-        self.rows = np.zeros((S, 4, K))
+        self.rows = np.zeros((S, 6, K))
         self.rows[:, 2, :] = t.idle_j
-        self.W = np.zeros((S, 1, 4))
+        self.W = np.zeros((S, 1, 6))
         self.obj = np.empty((S, 1, K))
         self.lanes = np.arange(S)
         self.t = 0
         self.reset()
 
-    def prepare(self, mean_cap: np.ndarray, log2_k: np.ndarray | None) -> None:
-        """Per-slot exogenous inputs of this group's lanes, (T, S_g) each: the running mean of
-        the capacities seen so far (NaN before the first slot with capacity) and log2 K."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bp = bit_price_j_per_bit(self.system.network, mean_cap)
-        ok = (mean_cap > 0.0) & self.pricing[None, :]  # False for NaN: no capacity seen yet
-        self.bit_price = np.ascontiguousarray(np.where(ok, bp, 0.0))
+    def prepare(self, log2_k: np.ndarray | None) -> None:
+        """Per-slot log2 K of this group's lanes, (T, S_g)."""
         self.log2_k = log2_k
         self.t = 0
 
     def reset(self) -> None:
         S = self.V.size
-        self.W[:, 0, 0] = self.V
-        self.W[:, 0, 2] = self.V
         self.z_energy = np.zeros(S)
         self.z_throughput = np.zeros(S)
         self.z_latency = np.zeros(S)
+        self.gamma_x = np.zeros(S)
+        self.gx_fast = np.zeros(S)
+        self.gamma_c = np.zeros(S)
+        self.arrival_estimate = np.zeros(S)
+        self.last_potential = np.zeros(S)
+        self.last_bits = np.zeros(S)
+        self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
         self.t = 0
 
-    def decide(self, qc, qx, cap, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+    def _learn(self, arrivals, cap) -> None:
+        """LyapunovController._learn, lane by lane."""
+        if self.t == 0:
+            with np.errstate(divide="ignore"):
+                g = bit_price_j_per_bit(self.system.network, np.where(cap > 0.0, cap, 1.0))
+            self.gamma_x = np.where(self.mult & (cap > 0.0), g, 0.0)
+            self.gx_fast = self.gamma_x.copy()
+            return
+        if self.any_mult:
+            x = np.clip(self.gain * (self.made_bits - self.last_potential), -1.0, 1.0)
+            g = np.maximum(self.gx_fast * np.exp(x), self.gx_min)
+            self.gx_fast = np.where(self.mult, g, self.gx_fast)
+            self.gamma_x = np.where(self.mult, self.gamma_x + self.avg * (self.gx_fast - self.gamma_x), self.gamma_x)
+        self.arrival_estimate = self.arrival_estimate + self.alpha * (arrivals - self.arrival_estimate)
+
+    def _frame_price(self) -> np.ndarray:
+        """LyapunovController.frame_price, lane by lane."""
+        lam = self.arrival_estimate
+        share = np.where(lam > 0.05, lam, 0.05)
+        c = self.dE[None, :] + self.gamma_x[:, None] * self.bits[None, :] + self.premium[None, :] / share[:, None]
+        keep = self.mu[None, :] >= lam[:, None]
+        kept = np.where(keep, c, np.inf).min(axis=1)
+        return np.where(keep.any(axis=1), kept, c.min(axis=1))
+
+    def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
         sl = self.sl
-        t = self.t
-        self.t = t + 1
         qc = np.maximum(qc[sl], 0.0)
         qx = qx[sl]
         cap = cap[sl]
-        W = self.W
+        self._learn(arrivals[sl], cap)
+        t = self.t
+        self.t = t + 1
+        V = self.V
         if self.any_budget:
-            v_e = self.V + np.where(self.has_budget, self.z_energy / self.budget_slot_j, 0.0)
-            W[:, 0, 0] = v_e
-            W[:, 0, 2] = v_e
-            idle_cost = v_e * self.idle_cost
-        else:  # v_e = V: its two columns of W were set once in reset()
-            v_e = self.V
-            idle_cost = self.V_idle_cost
-        price = v_e * self.bit_price[t]
-        w_x = qx / self.unit2
+            v_e = V + np.where(self.has_budget, self.z_energy / self.budget_slot_j, 0.0)
+        else:
+            v_e = V
+        omega = self.omega
+        tau = self.tau
+        supply = qc + self.arrival_estimate
         rows = self.rows
         n = rows[:, 3, :]
-        np.minimum(self.mu, qc[:, None], out=n)
+        np.minimum(self.mu, supply[:, None], out=n)
         np.multiply(n, self.dE, out=rows[:, 0, :])
         np.multiply(n, self.bits, out=rows[:, 1, :])
-        w_bits = W[:, 0, 1]
-        np.add(w_x, price, out=w_bits)
-        if self.any_z:
-            W[:, 0, 3] = -(qc + self.z_throughput + self.z_latency)
-        else:
-            np.negative(qc, out=W[:, 0, 3])
+        np.multiply(n, n + 1.0, out=rows[:, 4, :])
+        np.multiply(rows[:, 4, :], self.half_head, out=rows[:, 4, :])
+        np.multiply(n, self.post, out=rows[:, 5, :])
+        g_x = self.gamma_x
+        if self.any_mult:
+            self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)
+        z_l = self.z_latency
+        w_bits = qx / self.unit2 + V * g_x
+        W = self.W
+        W[:, 0, 0] = v_e
+        W[:, 0, 1] = w_bits + omega / np.where(cap > 1.0, cap, 1.0) + z_l / self.dmax
+        W[:, 0, 2] = v_e
+        W[:, 0, 3] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
+        W[:, 0, 4] = omega
+        W[:, 0, 5] = omega
         np.matmul(W, rows, out=self.obj)
         obj = self.obj[:, 0, :]
         k = obj.argmin(axis=1)
-        process = (qc > 0.0) & (obj[self.lanes, k] < idle_cost)
+        process = (supply > 0.0) & (obj[self.lanes, k] < v_e * self.idle_cost)
         out_cut[sl] = self.pair_cut[k]
         out_level[sl] = np.where(process, self.pair_level[k], self.idle_level)
         out_process[sl] = process
-        w_r = w_x + self.z_latency / self.unit + price if self.any_z else w_bits
-        out_rate[sl] = self._rate(t, cap, qx, v_e, w_r)
+        mu_k = self.mu[k]
+        head_bits = np.where(process, self.bits[k], 0.0)
+        made = np.where(process, np.minimum(mu_k, supply) * head_bits, 0.0)
+        self.last_bits = head_bits
+        w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
+        log2_k = None if self.log2_k is None else self.log2_k[t]
+        out_rate[sl] = self._rate(cap, (qx + made) / tau, v_e, w_r, log2_k)
+        if self.any_mult:
+            pot = self._rate(cap, np.full(cap.shape, np.inf), np.ones(cap.shape), self.gx_fast, log2_k) * tau
+            self.last_potential = np.where(self.mult, pot, 0.0)
         if self.any_admission:
             out_admit[sl] = np.where(self.admission, qc < self.V * self.theta, True)
         elif t == 0:
             out_admit[sl] = True
-        if self.any_latency:
-            self.last_queues = qc + qx
+        self.last_queues = qc + qx
 
-    def _rate(self, t, cap, qx, v_e, w_r) -> np.ndarray:
-        """LyapunovController._rate, lane by lane (same formulas).
-
-        The scalar branches fold into two clips: ``r_max = 0`` gives 0 either way; ``w_r <= 0``
-        only happens with ``Q_x = 0`` (every term of w_r is >= 0), where r_max = 0; ``v_e <= 0``
-        only with V = 0, handled apart; and ``0 if r <= 0 else min(r, r_max)`` is
-        ``max(min(r, r_max), 0)`` for r_max > 0.
-        """
-        r_max = np.minimum(cap, qx / self.tau)
+    def _rate(self, cap, bits_rate, v_e, w_r, log2_k) -> np.ndarray:
+        """LyapunovController._rate, lane by lane (same formulas), with ``bits_rate`` = bits/tau."""
+        r_max = np.minimum(bits_rate, cap)
         net = self.system.network
         if self.shannon:
-            r = shannon_rate_bps(w_r, v_e, net, self.log2_k[t], np.log2)
-            chosen = np.maximum(np.minimum(r, r_max), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                r = shannon_rate_bps(w_r, np.where(v_e > 0.0, v_e, 1.0), net, log2_k, np.log2)
+            chosen = np.where(r <= 0.0, 0.0, np.minimum(r, r_max))
         else:
             chosen = np.where(linear_send_gain(w_r, v_e, net, r_max) > 0.0, r_max, 0.0)
+        chosen = np.where(w_r <= 0.0, 0.0, chosen)
         if self.any_zero_V:
             chosen = np.where((v_e <= 0.0) & (w_r > 0.0), r_max, chosen)
         if not self.all_rate_control:
             chosen = np.where(self.rate_control, chosen, r_max)
-        return chosen
+        return np.where(r_max <= 0.0, 0.0, chosen)
 
     def observe(self, energy, done, sent) -> None:
+        sl = self.sl
+        self.made_bits = done[sl] * self.last_bits
         if not self.any_obs:
             return
-        sl = self.sl
         if self.obs_budget.any():
             b = self.budget_j
             z = self.z_energy + (energy[sl] - b) / b
@@ -262,7 +305,7 @@ class _LyapunovGroup:
             z = self.z_throughput + self.floor_slot - done[sl]
             self.z_throughput = np.where(self.obs_floor, np.maximum(z, 0.0), self.z_throughput)
         if self.obs_latency.any():
-            served = done[sl] + sent[sl] / self.unit
+            served = done[sl] * (1.0 - self.last_bits / self.dmax) + sent[sl] / self.dmax
             z = self.z_latency + np.where(self.last_queues > 0, self.eps, 0.0) - served
             self.z_latency = np.where(self.obs_latency, np.maximum(z, 0.0), self.z_latency)
 
@@ -289,10 +332,10 @@ class _ScheduleGroup:
     def reset(self) -> None:
         self.t = 0
 
-    def prepare(self, mean_cap: np.ndarray, log2_k: np.ndarray | None) -> None:
+    def prepare(self, log2_k: np.ndarray | None) -> None:
         self.t = 0
 
-    def decide(self, qc, qx, cap, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+    def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
         sl = self.sl
         out_cut[sl] = self.cut[self.t]
         out_level[sl] = self.level[self.t]
@@ -414,17 +457,6 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
     net = system.network
     shannon = net.model == "shannon"
     log2_k = shannon_log2_k_array(cap_u, net.bandwidth_hz).reshape(cap_u.shape)[:, col_of] if shannon else None
-    # LyapunovController.bit_price: the running mean of the capacities seen so far, counted from
-    # the first slot with capacity > 0. A sequential cumsum adds in the same order as the
-    # controller's running sum (zeros before the first positive slot change nothing), so each
-    # mean is the same float.
-    seen = np.cumsum(cap_u > 0.0, axis=0) > 0
-    first = np.where(seen.any(axis=0), seen.argmax(axis=0), n_slots)
-    cap_n = np.arange(1, n_slots + 1)[:, None] - first[None, :]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        mean_cap = (np.cumsum(cap_u, axis=0) / np.where(cap_n > 0, cap_n, 1))
-    mean_cap = np.where(cap_n > 0, mean_cap, np.nan)[:, col_of]
-
     rec = {
         "cut": np.zeros((n_slots, S), np.int16),
         "level": np.zeros((n_slots, S), np.int16),
@@ -451,7 +483,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
 
     for g in groups:
         g.reset()
-        g.prepare(mean_cap[:, g.sl], None if log2_k is None else log2_k[:, g.sl])
+        g.prepare(None if log2_k is None else log2_k[:, g.sl])
     queued = np.zeros(S, np.int64)
     progress = np.zeros(S)
     qx = np.zeros(S)
@@ -462,6 +494,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
     process = np.zeros(S, bool)
     admit = np.zeros(S, bool)
     no_switch = np.zeros(S)
+    no_arrivals = np.zeros(S, np.int64)
     lyap_mask = np.zeros(S, bool)
     for g in lyap_groups:
         lyap_mask[g.sl] = True
@@ -472,8 +505,9 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         for t in range(n_slots):
             c_t = cap[t]
             qc_obs = queued - progress
+            prev_arrivals = per_slot[t - 1] if t else no_arrivals
             for g in groups:
-                g.decide(qc_obs, qx, c_t, cut, level, rate, process, admit)
+                g.decide(qc_obs, qx, c_t, prev_arrivals, cut, level, rate, process, admit)
             # a clock change costs the switch latency (not before the first slot)
             switch = (level != prev_level) * switch_s if (t and switch_s) else no_switch
             np.copyto(prev_level, level)

@@ -24,7 +24,11 @@ controller:
   dvfs: true
   rate_control: true
   virtual_queues: true
-  bit_pricing: false         # charge bits their radio energy when made (docs/controller.md)
+  multipliers: true          # offset the queue weights by the learnt prices of a frame and a bit
+  multiplier_gain: 0.08      # the bit price's dual step, per frame-equivalent of imbalance
+  multiplier_window_slots: 30   # decisions use the bit price averaged over this many slots
+  latency_weight_per_s: null # omega, frames/s: weight of a frame-second of latency (null: 1/slot_s)
+  arrival_ewma: 0.1          # weight of the last slot in the arrival-rate estimate
 ```
 Relative paths inside the file are resolved against the file's folder.
 """
@@ -138,8 +142,14 @@ def controller_config(c: Section) -> LyapunovConfig:
     for f in fields(LyapunovConfig):
         if f.name not in c or c.raw(f.name, None) is None:
             continue
-        if f.name in ("dvfs", "rate_control", "virtual_queues", "bit_pricing"):
+        if f.name in ("dvfs", "rate_control", "virtual_queues", "multipliers"):
             kw[f.name] = c.boolean(f.name)
+        elif f.name == "latency_weight_per_s":
+            kw[f.name] = c.number(f.name, min=0.0)
+        elif f.name == "arrival_ewma":
+            kw[f.name] = c.number(f.name, positive=True, max=1.0)
+        elif f.name == "multiplier_window_slots":
+            kw[f.name] = c.number(f.name, min=1.0)
         elif f.name in ("fixed_cut", "fixed_level"):
             kw[f.name] = c.integer(f.name, min=0)
         elif f.name == "V":
