@@ -53,7 +53,8 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
     """Sweep V and policies over traces (parallel), with the stationary LP bound per trace.
 
     Writes sweep.csv (one row per policy x V x trace x seed), bound.csv (p* per trace and each V
-    policy's gap to it), tradeoff.png and sweep.json (the setup and notes) to --out.
+    policy's gap to it), tradeoff.png and sweep.json (the setup, notes and the frontier report) to
+    --out, and prints the frontier table (docs/tradeoff.md, "Reading the frontier table").
     """
     import os
 
@@ -139,7 +140,8 @@ def hindsight_rows(result, out_dir: Path, newer_than: float | None = None) -> li
     if rows:
         return [dict(r) if isinstance(r, dict) else vars(r) for r in rows]
     path = out_dir / "hindsight.csv"
-    if not path.is_file() or (newer_than is not None and path.stat().st_mtime < newer_than):
+    # 1 s of slack for file systems with coarse timestamps; an earlier sweep's file is older than that
+    if not path.is_file() or (newer_than is not None and path.stat().st_mtime < newer_than - 1.0):
         return None
     return read_hindsight(path)
 
