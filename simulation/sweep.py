@@ -498,59 +498,6 @@ def _run_ray(units: list[Unit], workers: int, finish) -> None:
             ray.shutdown()
 
 
-# -- the controller's curve against each baseline ----------------------------------------------
-
-
-def compare_to_baselines(rows: list[dict], policy: str = "cutedge", serve_fraction: float = 0.99) -> list[dict]:
-    """Per trace and baseline: is the controller's energy/latency curve on or below the point?
-
-    Runs are averaged over seeds; only runs that serve the load (no drop, ``serve_fraction`` of
-    the frames completed) count. The controller's energy at the baseline's mean latency is
-    interpolated along its curve (linear in log latency). Verdicts: ``below`` (at most the
-    baseline's energy at its latency, or a controller run at no more latency and no more energy),
-    ``above`` (more energy at that latency, by ``excess_pct``), ``faster`` (the baseline's latency
-    is below every controller run: only energy is compared, ``excess_pct`` at the controller's
-    fastest run), ``n/a`` (the baseline or the controller never serves the load).
-    """
-    def mean_rows(rs):
-        out: dict = {}
-        for r in rs:
-            out.setdefault((r["policy"], r.get("V")), []).append(r)
-        res = {}
-        for key, group in out.items():
-            ok = all(g["frames_dropped"] == 0 and g["frames_completed"] >= serve_fraction * g["frames_arrived"] for g in group)
-            res[key] = (
-                float(np.mean([g["latency_ms_mean"] for g in group])),
-                float(np.mean([g["energy_per_frame_j"] for g in group])),
-                float(np.mean([g["throughput_fps"] for g in group])),
-                ok,
-            )
-        return res
-
-    verdicts = []
-    for trace in dict.fromkeys(r["trace"] for r in rows):
-        data = mean_rows([r for r in rows if r["trace"] == trace])
-        curve = sorted((v[0], v[1], key[1]) for key, v in data.items() if key[0] == policy and v[3] and math.isfinite(v[1]))
-        for (name, V), (lat, e, thr, ok) in data.items():
-            if V is not None or name == policy:
-                continue
-            row = {"trace": trace, "baseline": name, "latency_ms": lat, "energy_per_frame_j": e, "throughput_fps": thr}
-            if not ok or not curve or not math.isfinite(e):
-                verdicts.append({**row, "verdict": "n/a", "controller_energy_j": math.nan, "excess_pct": math.nan, "V": None})
-                continue
-            dominating = [c for c in curve if c[0] <= lat * 1.001 and c[1] <= e * 1.001]
-            if lat < curve[0][0]:
-                ce, V_at = curve[0][1], curve[0][2]
-                verdict = "faster"
-            else:
-                lats = np.log([c[0] for c in curve])
-                ce = float(np.interp(np.log(lat), lats, [c[1] for c in curve]))
-                V_at = min(curve, key=lambda c: abs(math.log(c[0] / lat)))[2]
-                verdict = "below" if (ce <= e * 1.001 or dominating) else "above"
-            verdicts.append({**row, "verdict": verdict, "controller_energy_j": ce, "excess_pct": 100.0 * (ce / e - 1.0), "V": V_at})
-    return verdicts
-
-
 # -- files -----------------------------------------------------------------------------------
 
 
@@ -623,7 +570,6 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict]:
 
 __all__ = [
     "BOUND_FIELDS",
-    "compare_to_baselines",
     "DEFAULT_TRACES",
     "DEFAULT_V",
     "EXECUTORS",

@@ -15,7 +15,10 @@ from cutedge.cli import UsageFailure
 @click.option("--out", default=None, help="Output PNG (default: FOLDER/tradeoff.png).")
 @click.option("--title", default=None, help="Figure title (default: from FOLDER/sweep.json).")
 def plot(folder: Path, out, title):
-    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv when present)."""
+    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv when present) and print the
+    frontier table (with the gaps to E*(L) when FOLDER/hindsight.csv is there)."""
+    from cutedge.commands.sweep import format_frontier, hindsight_rows
+    from simulation.frontier import frontier_report
     from simulation.sweep import ROW_FIELDS, read_csv
     from simulation.tradeoff_plots import plot_tradeoff
 
@@ -42,4 +45,5 @@ def plot(folder: Path, out, title):
                 click.echo(f"warning: {meta_path}: unreadable, drawing without a title", err=True)
     path = Path(out) if out else folder / "tradeoff.png"
     plot_tradeoff(rows, bounds, path, title=title)
+    click.echo(format_frontier(frontier_report(rows, bounds, hindsight_rows(None, folder))))
     click.echo(f"wrote {path}")

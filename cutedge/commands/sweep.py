@@ -6,6 +6,7 @@ Never imports torch or zmq.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -52,7 +53,8 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
     """Sweep V and policies over traces (parallel), with the stationary LP bound per trace.
 
     Writes sweep.csv (one row per policy x V x trace x seed), bound.csv (p* per trace and each V
-    policy's gap to it), tradeoff.png and sweep.json (the setup and notes) to --out.
+    policy's gap to it), tradeoff.png and sweep.json (the setup, notes and the frontier report) to
+    --out, and prints the frontier table (docs/tradeoff.md, "Reading the frontier table").
     """
     import os
 
@@ -62,7 +64,6 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         SweepError,
         TraceEntry,
         check_V,
-        compare_to_baselines,
         load_sweep,
         resolve_trace_path,
         run_sweep,
@@ -106,6 +107,7 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         f"{cfg.seeds} seeds = {len(units)} units on {n_workers} {executor} workers",
         err=True,
     )
+    started = time.time()
     try:
         if quiet:
             result = run_sweep(cfg, workers=n_workers, executor=executor)
@@ -117,9 +119,8 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         raise UsageFailure(str(exc)) from None
     for note in dict.fromkeys(result.notes):
         click.echo(f"trace: {note}", err=True)
-    write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot)
-    click.echo(format_table(result.rows, result.bounds))
-    click.echo(format_comparison(compare_to_baselines(result.rows)))
+    report = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight_newer_than=started)
+    click.echo(format_frontier(report))
     files = ["sweep.csv", "bound.csv", "sweep.json"] + ([] if no_plot else ["tradeoff.png"])
     click.echo(f"{len(result.rows)} runs in {result.wall_s:.1f} s; wrote " + ", ".join(str(out_dir / f) for f in files))
 
@@ -130,8 +131,48 @@ def _builtin(name: str) -> bool:
     return (configs_dir() / "experiments" / f"{name}.yaml").exists()
 
 
-def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True) -> None:
-    from simulation.sweep import BOUND_FIELDS, ROW_FIELDS, compare_to_baselines, write_csv
+def hindsight_rows(result, out_dir: Path, newer_than: float | None = None) -> list[dict] | None:
+    """The hindsight bound's rows (trace, latency_ms, e_star_j_per_frame), if this sweep has them:
+    ``result.hindsight`` when the sweep computed them, else ``out_dir/hindsight.csv`` (only if
+    written after ``newer_than``, so that a file left by an earlier sweep in the folder is not
+    taken for this one's). None when there are none."""
+    rows = getattr(result, "hindsight", None)
+    if rows:
+        return [dict(r) if isinstance(r, dict) else vars(r) for r in rows]
+    path = out_dir / "hindsight.csv"
+    # 1 s of slack for file systems with coarse timestamps; an earlier sweep's file is older than that
+    if not path.is_file() or (newer_than is not None and path.stat().st_mtime < newer_than - 1.0):
+        return None
+    return read_hindsight(path)
+
+
+def read_hindsight(path: Path) -> list[dict]:
+    """Rows of a hindsight.csv, numbers as floats (empty cells: NaN)."""
+    import csv
+
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = {"trace", "latency_ms", "e_star_j_per_frame"} - set(reader.fieldnames or ())
+        if missing:
+            raise UsageFailure(f"{path}: missing columns {', '.join(sorted(missing))}")
+        rows = []
+        for lineno, raw in enumerate(reader, start=2):
+            row = dict(raw)
+            for k in ("latency_ms", "e_star_j_per_frame"):
+                try:
+                    row[k] = float(raw[k]) if raw[k] not in ("", None) else math.nan
+                except ValueError:
+                    raise UsageFailure(f"{path}: line {lineno}: {k}: not a number: {raw[k]!r}") from None
+            rows.append(row)
+    return rows
+
+
+def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True,
+                hindsight_newer_than: float | None = None) -> dict:
+    """Write sweep.csv, bound.csv, sweep.json (with the frontier report) and tradeoff.png; return
+    the frontier report."""
+    from simulation.frontier import frontier_report
+    from simulation.sweep import BOUND_FIELDS, ROW_FIELDS, write_csv
 
     write_csv(out_dir / "sweep.csv", result.rows, ROW_FIELDS)
     write_csv(out_dir / "bound.csv", result.bounds, BOUND_FIELDS)
@@ -158,13 +199,14 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
         "wall_s": result.wall_s,
         "unit_s": result.unit_s,
         "notes": list(dict.fromkeys(result.notes)),
-        "controller_vs_baselines": compare_to_baselines(result.rows),
+        "frontier": frontier_report(result.rows, result.bounds, hindsight_rows(result, out_dir, hindsight_newer_than)),
     }
     write_json(out_dir / "sweep.json", meta)
     if plot:
         from simulation.tradeoff_plots import plot_tradeoff
 
         plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta))
+    return meta["frontier"]
 
 
 def figure_title(meta: dict) -> str:
@@ -177,57 +219,92 @@ def figure_title(meta: dict) -> str:
     return "Energy / latency trade-off: " + ", ".join(p for p in parts if p)
 
 
-def format_comparison(verdicts: list[dict]) -> str:
-    """Where the controller's curve is not on or below a baseline's point, say where and by how much."""
-    if not verdicts:
+FRONTIER_HEAD = (
+    "frontier of {policy}: a baseline is reached by one run with energy per frame <= {e:g}x, mean latency\n"
+    "<= {l:g}x and throughput >= {t:g}x its own; * knows the trace (reported, not a target)"
+)
+
+
+def _V(v) -> str:
+    return "-" if v is None else f"{v:g}"
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1f} %"
+
+
+def _reach_text(e: dict) -> str:
+    if not e["compared"]:
+        return e["note"]
+    at = f"{e['controller_energy_per_frame_j']:.3f} J, {e['controller_latency_ms']:.0f} ms"
+    if e["reached"]:
+        return f"reached at V = {_V(e['V'])}: {at} (energy {_pct(e['margin_pct'])})"
+    return f"missed by {_by(e['excess_pct'])} % ({e['binds']}) at V = {_V(e['V'])}: {at}"
+
+
+def _by(x: float) -> str:
+    return f"{x:.2f}" if x < 1.0 else f"{x:.1f}"
+
+
+def _point(name: str, e: dict) -> str:
+    return (f"  {name:<15} {e['energy_per_frame_j']:7.3f} {e['latency_ms']:7.0f} {e['throughput_fps']:6.2f}   "
+            + _reach_text(e))
+
+
+def format_frontier(report: dict) -> str:
+    """The frontier report as a table (100 columns): per trace, each baseline reached or not and by
+    how much, the lowest-latency and p* figures, the gaps to E*(L); then how many targets are met."""
+    if not report["traces"]:
         return ""
-    above = [v for v in verdicts if v["verdict"] == "above" or (v["verdict"] == "faster" and v["excess_pct"] > 0.1)]
-    faster = [v for v in verdicts if v["verdict"] == "faster" and v["excess_pct"] <= 0.1]
-    lines = []
-    if not above:
-        lines.append("cutedge's curve is on or below every baseline that serves the load at the baselines' latencies.")
-    else:
-        lines.append("cutedge uses MORE energy than these baselines at the same latency:")
-        for v in above:
-            lines.append(
-                f"  {v['trace']}: {v['baseline']} {v['energy_per_frame_j']:.3f} J/frame at {v['latency_ms']:.0f} ms; "
-                f"cutedge {v['controller_energy_j']:.3f} J/frame (+{v['excess_pct']:.1f} %, V ~ {v['V']:g})"
-            )
-    if faster:
-        lines.append("faster than every cutedge run (cutedge spends less energy but cannot match the latency):")
-        for v in faster:
-            lines.append(
-                f"  {v['trace']}: {v['baseline']} {v['energy_per_frame_j']:.3f} J/frame at {v['latency_ms']:.0f} ms; "
-                f"cutedge's fastest run {v['controller_energy_j']:.3f} J/frame ({v['excess_pct']:+.1f} %, V = {v['V']:g})"
-            )
-    return "\n".join(lines)
-
-
-def format_table(rows: list[dict], bounds: list[dict]) -> str:
-    """Per trace: p*, the controller's best gap among runs that serve the load, each baseline."""
-    lines = []
-    traces = list(dict.fromkeys(r["trace"] for r in rows))
-    for trace in traces:
-        bs = [b for b in bounds if b["trace"] == trace]
-        p = bs[0]["p_star_j_per_frame"] if bs else math.nan
-        if math.isfinite(p):
-            lines.append(f"{trace}: LP bound p* = {p:.3f} J/frame")
+    tol, policy = report["tolerances"], report["policy"]
+    lines = [FRONTIER_HEAD.format(policy=policy, e=tol["energy_ratio"], l=tol["latency_ratio"], t=tol["throughput_ratio"])]
+    for t in report["traces"]:
+        p = t["p_star_j_per_frame"]
+        bound = f"p* = {p:.3f} J/frame" if p is not None and math.isfinite(p) else f"LP bound: {t['bound_status']}"
+        seeds = f", {t['seeds']} seeds" if t["seeds"] > 1 else ""
+        lines.append(f"{t['trace']}: {bound}, {t['offered_fps']:.1f} fps camera{seeds}, "
+                     f"{t['targets_met']}/{t['targets']} targets met")
+        lines.append(f"  {'baseline':<15} {'J/frame':>7} {'lat ms':>7} {'fps':>6}   {policy}")
+        for e in t["baselines"]:
+            lines.append(_point(e["baseline"], e))
+        dvfs = [e for e in t["hindsight_baselines"] if e["baseline"] == "dvfs-only"]
+        for e in t["hindsight_baselines"]:
+            if e["baseline"] != "dvfs-only":
+                lines.append(_point(e["baseline"] + " *", e))
+        if dvfs:
+            done = [e for e in dvfs if e["compared"]]
+            hit = sum(bool(e["reached"]) for e in done)
+            text = f"  {'dvfs-only *':<15} {hit}/{len(dvfs)} points reached"
+            text += f" ({len(dvfs) - len(done)} not compared)" if len(done) < len(dvfs) else ""
+            missed = [e for e in done if not e["reached"]]
+            if missed:
+                w = max(missed, key=lambda e: e["excess_pct"])
+                text += f"; worst miss {_by(w['excess_pct'])} % ({w['binds']}) at its V = {_V(w['baseline_V'])}"
+            lines.append(text)
+        lo = t["lowest_latency"]
+        if not math.isfinite(lo["ratio"]):
+            lines.append(f"  lowest latency  no {policy} run or no online baseline without drops to compare  MISSED")
         else:
-            status = bs[0].get("status", "no bound") if bs else "no bound"
-            lines.append(f"{trace}: LP bound: {status} (no stationary policy serves the load within the constraints)")
-        ctl = [b for b in bs if b.get("policy") == "cutedge" and b.get("serves_load")]
-        if ctl:
-            best = min(ctl, key=lambda b: b["gap_pct"])
             lines.append(
-                f"  cutedge: {best['gap_pct']:+.1f} % from p* at V = {best['V']:g}, its closest run that serves the load "
-                f"({best['gap_served_pct']:+.1f} % from the bound for the load it served)"
+                f"  lowest latency  {lo['controller_ms']:.0f} ms at V = {_V(lo['controller_V'])}, {lo['baseline']} "
+                f"{lo['baseline_ms']:.0f} ms: {lo['ratio']:.2f}x (target <= {tol['lowest_latency_ratio']:g}x)  "
+                + ("met" if lo["met"] else "MISSED")
             )
-        for r in rows:
-            if r["trace"] != trace or r["V"] is not None:
+        ps = t["p_star"]
+        for key, label, tail in (("served", "p* served load", f"(target <= {tol['p_star_gap_pct']:g} %)  "
+                                  + ("met" if ps["met"] else "MISSED")), ("offered", "p* offered load", "(information)")):
+            g = ps[key]
+            if g["V"] is None:
+                lines.append(f"  {label:<15} no run keeps up with the camera ({tol['keeps_up_ratio']:g}x its rate)  "
+                             + ("" if key == "offered" else "MISSED"))
                 continue
-            lat = r["latency_ms_mean"]
-            lines.append(
-                f"  {r['policy']:<14} {r['energy_per_frame_j']:.3f} J/frame, {lat:.0f} ms mean latency, "
-                f"{r['throughput_fps']:.2f} fps" + (f", {r['choice']}" if r.get("choice") else "")
-            )
+            runs = f", best of {ps['keeping_up_runs']} keeping-up runs" if key == "served" else ""
+            lines.append(f"  {label:<15} {_pct(g['gap_pct'])} at V = {_V(g['V'])}, {g['latency_ms']:.0f} ms{runs} {tail}")
+        if t["e_star"]:
+            parts = [f"{_pct(x['gap_pct'])} at {x['latency_ms']:.0f} ms" + (" (energy-greedy's)" if x["at"] == "energy-greedy" else "")
+                     for x in t["e_star"]]
+            lines.append(f"  {'E*(L) gap':<15} " + ", ".join(parts))
+    n_met = sum(t["met"] for t in report["traces"])
+    lines.append(f"frontier: {report['targets_met']} of {report['targets']} targets met; all met on {n_met} of "
+                 f"{len(report['traces'])} traces")
     return "\n".join(lines)
