@@ -212,10 +212,11 @@ class LyapunovController:
         self._head = tables.head_s
         self._post = tables.post_s
         K = self._mu.size
-        # rows: n*dE, n*D, tau*P_idle, n, n(n+1)/2*T, n*post -> objective = w @ rows
-        self._rows = np.zeros((6, K))
+        # rows: n*dE, n*D, tau*P_idle, n, n(n+1)/2*T, n*post, n*1{D>0} -> objective = w @ rows
+        self._rows = np.zeros((7, K))
         self._rows[2] = tables.idle_j
-        self._w = np.zeros(6)
+        self._w = np.zeros(7)
+        self._offload = (tables.per_frame[1] > 0).astype(float)
         self._n = self._rows[3]
         self._supply0 = np.zeros(())
         self._obj = np.empty(K)
@@ -350,6 +351,7 @@ class LyapunovController:
             _multiply(n, n + 1.0, out=rows[4])
             _multiply(rows[4], self._half_head, out=rows[4])
             _multiply(n, self._post, out=rows[5])
+            _multiply(n, self._offload, out=rows[6])
             self._cached_supply = supply
         z_l = self.z_latency
         g_x = self.gamma_x
@@ -363,6 +365,8 @@ class LyapunovController:
         w[3] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
         w[4] = omega
         w[5] = omega
+        # an offloaded frame also waits for the bits queued ahead of it
+        w[6] = omega * qx / (capacity if capacity > 1.0 else 1.0)
         obj = self._obj
         _dot(w, rows, out=obj)
         k = int(obj.argmin())

@@ -164,9 +164,10 @@ class _LyapunovGroup:
         self.any_mult = bool(self.mult.any())
         self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
-        self.rows = np.zeros((S, 6, K))
+        self.offload = (t.per_frame[1] > 0).astype(float)
+        self.rows = np.zeros((S, 7, K))
         self.rows[:, 2, :] = t.idle_j
-        self.W = np.zeros((S, 1, 6))
+        self.W = np.zeros((S, 1, 7))
         self.obj = np.empty((S, 1, K))
         self.lanes = np.arange(S)
         self.t = 0
@@ -240,6 +241,7 @@ class _LyapunovGroup:
         np.multiply(n, n + 1.0, out=rows[:, 4, :])
         np.multiply(rows[:, 4, :], self.half_head, out=rows[:, 4, :])
         np.multiply(n, self.post, out=rows[:, 5, :])
+        np.multiply(n, self.offload, out=rows[:, 6, :])
         g_x = self.gamma_x
         if self.any_mult:
             self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)
@@ -252,6 +254,7 @@ class _LyapunovGroup:
         W[:, 0, 3] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
         W[:, 0, 4] = omega
         W[:, 0, 5] = omega
+        W[:, 0, 6] = omega * qx / np.where(cap > 1.0, cap, 1.0)
         np.matmul(W, rows, out=self.obj)
         obj = self.obj[:, 0, :]
         k = obj.argmin(axis=1)
