@@ -531,7 +531,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
 
             if energy_in_loop:
                 energy = _slot_energy(system, busy, level, r, sent, c_t, None if log2_k is None else log2_k[t])[0]
-            for g in observers:
+            for g in lyap_groups:
                 g.observe(energy, done, sent)
 
             r_cut[t] = cut

@@ -50,7 +50,8 @@ CONFIGS = [
     LyapunovConfig(V=100.0, energy_budget_w=5.0, throughput_floor_fps=9.0, latency_epsilon=0.5),
     LyapunovConfig(V=100.0, energy_budget_w=5.0, throughput_floor_fps=9.0, latency_epsilon=0.5, virtual_queues=False),
     LyapunovConfig(V=100.0, fixed_cut=1),
-    LyapunovConfig(V=50.0, admission_frame_value_j=0.2, bit_pricing=False),
+    LyapunovConfig(V=50.0, admission_frame_value_j=0.2, multipliers=False),
+    LyapunovConfig(V=5.0, latency_weight_per_s=0.0, multiplier_window_slots=1.0, arrival_ewma=1.0),
     LyapunovConfig(V=10.0, fixed_level=3, queue_unit_bits=2e5),
 ]
 
@@ -103,7 +104,8 @@ def test_array_twins_of_the_model_formulas(tx2_resnet50, tx2_resnet50_linear):
     rng = np.random.default_rng(1)
     caps = np.concatenate([10 ** rng.uniform(3, 10, 400), [1e9, 6e8, 5.0001e8]])
     want = np.array([shannon_log2_k(c, 1e7) for c in caps])
-    assert np.array_equal(shannon_log2_k_array(caps, 1e7), want)
+    # math.log2 and np.log2 may differ in the last bit on some CPUs: agree to rounding, not bits
+    assert np.allclose(shannon_log2_k_array(caps, 1e7), want, rtol=1e-12, atol=1e-12)
     rates = caps * rng.uniform(0, 1, caps.size)
     rates[:5] = 0.0
     for s in (tx2_resnet50, tx2_resnet50_linear):
