@@ -166,15 +166,7 @@ class LiveAgent:
                     slot_start = t * cfg.slot_s
                     slot_end = slot_start + cfg.slot_s
                     self._sleep_until(slot_start)
-                    now = self.now()
-                    # arrivals up to now
-                    came = 0
-                    while next_arrival < n_target and arrivals[next_arrival] <= now:
-                        fid = next_arrival
-                        self.frames.append(Frame(fid, float(arrivals[fid]), self.source(fid)))
-                        self.queue.append(self.frames[-1])
-                        next_arrival += 1
-                        came += 1
+                    next_arrival, came = self._admit(arrivals, next_arrival, self.now())
                     self._service_network()
                     obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
                     d = self.policy.decide(obs)
@@ -192,17 +184,26 @@ class LiveAgent:
                     self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
                     self._maybe_probe()
                     done = 0
-                    if process and self.queue:
-                        T_plan = float(self.system.head_s[cut, level])
-                        planned = len(self.queue) if T_plan <= 0 else max(1, int(math.ceil(min(len(self.queue), cfg.slot_s / T_plan) - 1e-9)))
-                        while self.queue and done < planned and self.now() < slot_end:
+                    T_plan = float(self.system.head_s[cut, level])
+                    # the slot runs out while heads, the link and the edge work; frames arriving
+                    # during it join the queue at once and start in it (as in the simulator)
+                    while True:
+                        now = self.now()
+                        next_arrival, more = self._admit(arrivals, next_arrival, now)
+                        came += more
+                        if now >= slot_end - 1e-4:
+                            break
+                        # a head starts if it should end within the slot (the first one always)
+                        if process and self.queue and (done == 0 or T_plan <= 0 or now + T_plan <= slot_end):
                             frame = self.queue.popleft()
                             self._run_head(frame, cut)
                             done += 1
                             self._service_network()
-                    # let the slot run out while the link and the edge work
-                    while self.now() < slot_end - 1e-4:
-                        self._service_network(wait_s=min(0.002, max(0.0, slot_end - self.now())))
+                            continue
+                        wait = slot_end - now
+                        if next_arrival < n_target:
+                            wait = min(wait, max(0.0, arrivals[next_arrival] - now))
+                        self._service_network(wait_s=min(0.002, max(0.0, wait)))
                     energy = meter.read_j()
                     tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
                     slot_energy = energy - last_energy + tx_j
@@ -230,6 +231,16 @@ class LiveAgent:
                 self.elapsed_s = self.now()
         self.restored = guard.restored or {}
         return self.summary()
+
+    def _admit(self, arrivals: np.ndarray, next_arrival: int, now: float) -> tuple[int, int]:
+        """Queue the frames that have arrived by ``now``; (next frame to arrive, how many came)."""
+        came = 0
+        while next_arrival < len(arrivals) and arrivals[next_arrival] <= now:
+            self.frames.append(Frame(next_arrival, float(arrivals[next_arrival]), self.source(next_arrival)))
+            self.queue.append(self.frames[-1])
+            next_arrival += 1
+            came += 1
+        return next_arrival, came
 
     def _sleep_until(self, t_s: float) -> None:
         while True:
