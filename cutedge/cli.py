@@ -9,9 +9,12 @@ shows a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
+
+from cutedge import __version__
 
 # name -> "module:attribute" of a click command
 SUBCOMMANDS: dict[str, str] = {
@@ -67,7 +70,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cutedge")
+@click.version_option(__version__, prog_name="cutedge")
 def cli() -> None:
     """cutedge: energy-aware split inference on Jetson-class boards.
 
