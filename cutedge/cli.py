@@ -32,7 +32,7 @@ SHORT_HELP: dict[str, str] = {
     "sweep": "Sweep V and policies over traces; write sweep.csv, bound.csv, tradeoff.png.",
     "plot": "Redraw the trade-off figures from a sweep folder.",
     "profile": "Partition a PyTorch model and profile every cut (needs torch).",
-    "device": "GPU clock and power backends on this machine (info, clock).",
+    "device": "GPU clock and power (info, clock, restore), the device agent (run, service).",
     "edge": "Run the edge agent (ZeroMQ server running DNN tails).",
     "keys": "Make CURVE key pairs for the agents.",
 }

@@ -155,6 +155,9 @@ def test_device_info_without_hardware(installed):
     info = json.loads(_cutedge(installed, "device", "info", "--backend", "simulated", "--json"))
     assert info["backend"] == "simulated" and info["levels_hz"]
     assert "backend:" in _cutedge(installed, "device", "info")  # auto: whatever this machine has
+    assert "nothing to restore" in _cutedge(installed, "device", "restore")
+    unit = _cutedge(installed, "device", "service", "--user", "jetson", "--", "--edge", "tcp://h:1")
+    assert "Restart=on-failure" in unit and str(installed[1]) in unit  # the venv's python
 
 
 def test_pyproject_lists_every_package_folder():
