@@ -1,7 +1,9 @@
 """``cutedge device``: look at and pin the GPU clock through the device agent's backends.
 
 ``info`` shows what a backend sees (levels, clock, power); ``clock HZ`` pins a level, holds it,
-and puts back what was there, also on Ctrl-C and ``kill``. Both take the backend options:
+and puts back what was there, also on Ctrl-C and ``kill``; ``restore`` puts back what a process
+that died (SIGKILL, OOM) left pinned, from its state file (device_agent/clock/state.py);
+``service`` (device_service.py) writes the systemd unit for ``run`` (device_run.py). Both take the backend options:
 ``--backend auto|sysfs|jtop|nvml|simulated``, ``--board NAME`` (profile for ``simulated``; on a
 Jetson it narrows the devfreq node search), ``--sysfs-root DIR`` (a copy of a board's tree).
 Every expected failure is one ``error:`` line: a bad value, a clock that is not a level, no
