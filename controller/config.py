@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -233,12 +234,33 @@ def check_number(value: Any, fail, *, min: float | None = None, max: float | Non
     return value
 
 
+CONFIGS_ENV = "CUTEDGE_CONFIGS"
+CONFIGS_PACKAGE = "cutedge.configs"
+
+
 def configs_dir() -> Path:
-    """The folder of built-in configs (``$CUTEDGE_CONFIGS`` overrides it)."""
-    env = os.environ.get("CUTEDGE_CONFIGS")
+    """The folder of built-in configs: ``$CUTEDGE_CONFIGS`` if set, else the package data of
+    ``cutedge.configs`` (the repository's ``configs/`` folder, installed with the package).
+
+    Found through ``importlib.resources``, so a wheel, an sdist build and an editable install
+    all work. pip always unpacks a wheel into files; a package that is not on the file system
+    (a zip import) is a ConfigError that says to set ``$CUTEDGE_CONFIGS``.
+    """
+    env = os.environ.get(CONFIGS_ENV)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "configs"
+    try:
+        root = resources.files(CONFIGS_PACKAGE)
+    except ModuleNotFoundError:
+        # an editable install made before the configs became package data
+        raise ConfigError(
+            CONFIGS_PACKAGE, None, "built-in configs are not installed (reinstall: pip install -e .)"
+        ) from None
+    if not isinstance(root, Path):
+        raise ConfigError(
+            CONFIGS_PACKAGE, None, f"built-in configs are not files on disk; set {CONFIGS_ENV}=DIR"
+        )
+    return root
 
 
 def resolve_named(kind: str, name_or_path: str) -> Path:

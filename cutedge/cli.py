@@ -9,9 +9,12 @@ shows a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 
 import click
+
+from cutedge import __version__
 
 # name -> "module:attribute" of a click command
 SUBCOMMANDS: dict[str, str] = {
@@ -29,7 +32,7 @@ SHORT_HELP: dict[str, str] = {
     "sweep": "Sweep V and policies over traces; write sweep.csv, bound.csv, tradeoff.png.",
     "plot": "Redraw the trade-off figures from a sweep folder.",
     "profile": "Partition a PyTorch model and profile every cut (needs torch).",
-    "device": "GPU clock and power backends on this machine (info, clock).",
+    "device": "GPU clock and power (info, clock, restore), the device agent (run, service).",
     "edge": "Run the edge agent (ZeroMQ server running DNN tails).",
     "keys": "Make CURVE key pairs for the agents.",
 }
@@ -67,7 +70,7 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="cutedge")
+@click.version_option(__version__, prog_name="cutedge")
 def cli() -> None:
     """cutedge: energy-aware split inference on Jetson-class boards.
 

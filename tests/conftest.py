@@ -9,6 +9,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _private_runtime_dir(tmp_path_factory, monkeypatch):
+    """Each test keeps its clock locks and state files (device_agent.clock.state) to itself,
+    and never in this machine's /run/cutedge; subprocesses inherit the variable."""
+    d = tmp_path_factory.mktemp("run")
+    d.chmod(0o700)
+    monkeypatch.setenv("CUTEDGE_RUNTIME_DIR", str(d))
+    return d
+
+
 @pytest.fixture(scope="session")
 def tx2_resnet50():
     """The default system: ResNet-50 on a Jetson TX2, Shannon uplink, 100 ms slots."""

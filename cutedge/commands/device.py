@@ -1,7 +1,9 @@
 """``cutedge device``: look at and pin the GPU clock through the device agent's backends.
 
 ``info`` shows what a backend sees (levels, clock, power); ``clock HZ`` pins a level, holds it,
-and puts back what was there, also on Ctrl-C and ``kill``. Both take the backend options:
+and puts back what was there, also on Ctrl-C and ``kill``; ``restore`` puts back what a process
+that died (SIGKILL, OOM) left pinned, from its state file (device_agent/clock/state.py);
+``service`` (device_service.py) writes the systemd unit for ``run`` (device_run.py). Both take the backend options:
 ``--backend auto|sysfs|jtop|nvml|simulated``, ``--board NAME`` (profile for ``simulated``; on a
 Jetson it narrows the devfreq node search), ``--sysfs-root DIR`` (a copy of a board's tree).
 Every expected failure is one ``error:`` line: a bad value, a clock that is not a level, no
@@ -125,7 +127,8 @@ def _open(
 
 @click.group()
 def device() -> None:
-    """GPU clock and power backends on this machine (info, clock)."""
+    """GPU clock and power backends on this machine (info, clock, restore), the device agent
+    (run) and its systemd unit (service)."""
 
 
 def _read(b: ClockBackend, cap: Capability, read: Any, errors: dict[str, str], field: str) -> Any:
@@ -250,8 +253,89 @@ def clock(
         b.close()
 
 
+@device.command()
+@click.option(
+    "--sysfs-root",
+    default=None,
+    metavar="DIR",
+    help="Only the devfreq state of this tree (default: every state in the runtime directory).",
+)
+def restore(sysfs_root: str | None) -> None:
+    """Put back a GPU clock that a cutedge process left pinned when it died.
+
+    `device clock` and `device run` write the settings they will restore to a state file in the
+    runtime directory ($CUTEDGE_RUNTIME_DIR, else /run/cutedge, $XDG_RUNTIME_DIR/cutedge or a
+    private temporary folder) before the first pin; after SIGKILL, the OOM killer or a crash the
+    file is still there, and this puts those settings back and removes it. Nothing to do is not
+    an error. The unit written by `cutedge device service` runs this after the agent stops.
+    """
+    from device_agent.clock import (
+        ClockBusyError,
+        ClockLock,
+        ClockStateError,
+        put_back,
+        read_state,
+        reopen,
+        runtime_dir,
+        state_files,
+    )
+
+    root = Path(sysfs_root).resolve() if sysfs_root is not None else None
+    try:
+        directory = runtime_dir()
+    except ClockStateError as exc:
+        raise UsageFailure(str(exc)) from None
+    errors: list[str] = []
+    done = 0
+    for path in state_files(directory):
+        try:
+            stale = read_state(path)
+        except ClockStateError as exc:
+            errors.append(str(exc))
+            continue
+        if root is not None and (
+            stale.ref["kind"] != "sysfs" or Path(stale.ref.get("root", "/")).resolve() != root
+        ):
+            continue
+        lock = ClockLock(stale.ref, directory)
+        try:
+            lock.acquire()
+            stale = lock.stale()  # again, under the lock: another restore may have run
+            if stale is None:
+                continue
+            backend = reopen(stale.ref)
+            try:
+                restored = put_back(lock, backend, stale)
+            finally:
+                backend.close()
+        except ClockBusyError as exc:
+            errors.append(f"not restored: {exc}")
+            continue
+        except BackendError as exc:
+            errors.append(f"{stale.describe()}: {exc}; state kept in {path}")
+            continue
+        finally:
+            lock.release()
+        done += 1
+        if restored:
+            what = ", ".join(f"{k}={v}" for k, v in restored.items())
+            click.echo(f"restored {stale.describe()}: {what}")
+        else:
+            click.echo(f"dropped the state of {stale.describe()}: from an earlier boot")
+    if errors:
+        for line in errors[:-1]:
+            click.echo(f"error: {line}", err=True)
+        raise UsageFailure(errors[-1])
+    if done == 0:
+        click.echo(f"nothing to restore (no clock state in {directory})")
+
+
 # `cutedge device run`, the live agent (device_agent/runtime.py), lives in its own module; its
 # heavy imports (torch, zmq) happen only when it runs.
 from cutedge.commands.device_run import run as _run  # noqa: E402
 
 device.add_command(_run, "run")
+
+from cutedge.commands.device_service import service as _service  # noqa: E402
+
+device.add_command(_service, "service")

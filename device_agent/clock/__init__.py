@@ -7,7 +7,9 @@
 * :mod:`~device_agent.clock.nvml_backend`: desktop/server GPUs through NVML;
 * :mod:`~device_agent.clock.simulated`: a board profile acting as a GPU;
 * :func:`open_backend` (by name or ``auto``), :class:`RestoreGuard` (restore on every exit),
-  :func:`check_backend` (conformance checker).
+  :func:`check_backend` (conformance checker);
+* :mod:`~device_agent.clock.state`: the clock state on disk that survives a crash (lock, state
+  file, runtime directory); :func:`reopen` opens the device a state file names.
 
 Importing this package loads neither jetson-stats, NVML nor numpy: the optional libraries are
 imported only when their backend is chosen or detected.
@@ -28,8 +30,16 @@ from device_agent.clock.base import (
     total_power_w,
 )
 from device_agent.clock.check import ConformanceError, check_backend
-from device_agent.clock.guard import RestoreGuard
-from device_agent.clock.selection import BACKENDS, Selection, open_backend
+from device_agent.clock.guard import RestoreGuard, put_back
+from device_agent.clock.selection import BACKENDS, Selection, open_backend, reopen
+from device_agent.clock.state import (
+    ClockBusyError,
+    ClockLock,
+    ClockStateError,
+    read_state,
+    runtime_dir,
+    state_files,
+)
 
 __all__ = [
     "BACKENDS",
@@ -37,6 +47,9 @@ __all__ = [
     "BackendUnavailable",
     "Capability",
     "ClockBackend",
+    "ClockBusyError",
+    "ClockLock",
+    "ClockStateError",
     "ConformanceError",
     "CounterEnergyMeter",
     "EnergyMeter",
@@ -49,5 +62,10 @@ __all__ = [
     "check_backend",
     "nearest_levels",
     "open_backend",
+    "put_back",
+    "read_state",
+    "reopen",
+    "runtime_dir",
+    "state_files",
     "total_power_w",
 ]

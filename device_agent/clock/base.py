@@ -262,6 +262,27 @@ class ClockBackend:
     capabilities: frozenset[Capability] = frozenset()
     #: one-line description of the device (devfreq node, GPU name, board profile)
     device: str = ""
+    #: called by the first :meth:`pin` with the settings :meth:`restore` will put back, before
+    #: anything is changed; :class:`~device_agent.clock.guard.RestoreGuard` sets it to write
+    #: them to the crash-safe state file (``device_agent.clock.state``). An exception from it
+    #: stops the pin.
+    journal: Callable[[Mapping[str, str]], None] | None = None
+
+    def device_ref(self) -> dict[str, str] | None:
+        """How another process reopens this device to restore it: a JSON-able mapping with
+        ``kind`` (the backend that can), ``id`` (unique per device) and ``name`` (for messages).
+        ``None`` when a pin changes nothing that outlives this process (simulated)."""
+        return None
+
+    def restore_saved(self, saved: Mapping[str, str]) -> dict[str, str]:
+        """Put back ``saved``, the settings a process (possibly gone) recorded before its first
+        pin of this device; returns what was written, as :meth:`restore` does."""
+        raise NotSupportedError(f"{self.name} backend keeps no clock state to restore")
+
+    def _remember(self, saved: Mapping[str, str]) -> None:
+        """For backends: call from the first :meth:`pin`, before the first write."""
+        if self.journal is not None:
+            self.journal(saved)
 
     def require(self, cap: Capability, what: str) -> None:
         """Raise :class:`NotSupportedError` unless this backend has ``cap``."""

@@ -15,6 +15,7 @@ with the command that installs it.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,22 @@ class JtopBackend(ClockBackend):
 
     def restore(self) -> dict[str, str]:
         return self._clock.restore() if self._clock is not None else {}
+
+    # the clock state is the sysfs clock's: journal, reference and restore go to it
+    @property
+    def journal(self) -> Callable[[Mapping[str, str]], None] | None:
+        return self._clock.journal if self._clock is not None else None
+
+    @journal.setter
+    def journal(self, hook: Callable[[Mapping[str, str]], None] | None) -> None:
+        if self._clock is not None:
+            self._clock.journal = hook
+
+    def device_ref(self) -> dict[str, str] | None:
+        return self._clock.device_ref() if self._clock is not None else None
+
+    def restore_saved(self, saved: Mapping[str, str]) -> dict[str, str]:
+        return self._need_clock("restore the GPU clock").restore_saved(saved)
 
     def power_w(self) -> dict[str, float | None]:
         rails = self._fresh().power.get("rail", {}) or {}

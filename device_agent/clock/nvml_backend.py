@@ -16,7 +16,7 @@ is left out of the capabilities there.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ from device_agent.clock.sysfs import is_tegra
 
 log = logging.getLogger(__name__)
 MHZ = 1_000_000
+#: what a restore does on NVML (and what the crash-safe state file records)
+RESET = {"locked_clocks": "reset (default range)"}
 
 
 def import_pynvml() -> Any:
@@ -71,6 +73,7 @@ class NvmlBackend(ClockBackend):
             self.close()
             raise BackendUnavailable(str(exc)) from None
         name = name.decode() if isinstance(name, bytes) else str(name)
+        self.index = index
         self.device = f"GPU {index}: {name}"
         self.tegra = is_tegra(root)
         self._pinned = False
@@ -177,10 +180,18 @@ class NvmlBackend(ClockBackend):
             raise NotALevelError(hz, self._levels, self.device)
         N = self._nvml
         mhz = hz // MHZ
-        self._call(
-            N.nvmlDeviceSetGpuLockedClocks, self._handle, mhz, mhz, what="locking GPU clocks"
-        )
-        self._pinned = True
+        first = not self._pinned
+        if first:
+            self._remember(RESET)
+        self._pinned = True  # before the call: a signal right after it must still restore
+        try:
+            self._call(
+                N.nvmlDeviceSetGpuLockedClocks, self._handle, mhz, mhz, what="locking GPU clocks"
+            )
+        except BackendError:
+            if first:
+                self._pinned = False
+            raise
         cur = self._read_hz() if Capability.READ_CLOCK in self.capabilities else hz
         if cur != hz:
             log.warning(
@@ -191,13 +202,26 @@ class NvmlBackend(ClockBackend):
             )
         return cur
 
+    def device_ref(self) -> dict[str, str]:
+        return {
+            "kind": "nvml",
+            "id": f"nvml:{self.index}",
+            "name": self.device,
+            "index": str(self.index),
+        }
+
+    def restore_saved(self, saved: Mapping[str, str]) -> dict[str, str]:
+        # NVML cannot set back an earlier lock: whatever was saved, the reset is the restore
+        self._pinned = True
+        return self.restore()
+
     def restore(self) -> dict[str, str]:
         if not self._pinned:
             return {}
         N = self._nvml
         self._call(N.nvmlDeviceResetGpuLockedClocks, self._handle, what="resetting locked clocks")
         self._pinned = False
-        return {"locked_clocks": "reset (default range)"}
+        return dict(RESET)
 
     def power_w(self) -> dict[str, float | None]:
         self.require(Capability.POWER, "read power")

@@ -15,6 +15,7 @@ missing or which service is down, so a user knows why the GPU is simulated.
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -131,6 +132,20 @@ def open_backend(
     sim = _simulated(board)
     notes.append(f"auto: {'; '.join(reasons)}; using backend simulated ({sim.board.name})")
     return Selection(sim, notes)
+
+
+def reopen(ref: Mapping[str, str]) -> ClockBackend:
+    """Open the device a clock state file names (``ClockBackend.device_ref()``), to restore it."""
+    try:
+        if ref["kind"] == "sysfs":
+            return SysfsBackend(ref["root"], node=Path(ref["node"]))
+        if ref["kind"] == "nvml":
+            from device_agent.clock.nvml_backend import NvmlBackend
+
+            return NvmlBackend(int(ref["index"]))
+    except (KeyError, ValueError) as exc:
+        raise BackendError(f"clock state of kind {ref.get('kind')!r} lacks a valid {exc}") from None
+    raise BackendError(f"clock state of unknown kind {ref.get('kind')!r}")
 
 
 def jtop_service_present() -> bool:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from device_agent.clock.base import (
@@ -214,8 +215,14 @@ class SysfsBackend(ClockBackend):
             self._write(attr, str(values[attr]))
 
     def _write(self, attr: str, value: str) -> None:
-        write_attr(self.node / attr, value)
-        self._wrote = True  # from here on restore() has something to undo
+        # the flag goes first: a signal that lands just after the write must still restore
+        first, self._wrote = not self._wrote, True
+        try:
+            write_attr(self.node / attr, value)
+        except BackendError:
+            if first:  # nothing was changed: nothing to undo
+                self._wrote = False
+            raise
 
     def pin(self, hz: int) -> int:
         hz = int(hz)
@@ -227,6 +234,11 @@ class SysfsBackend(ClockBackend):
             gov = self.node / "governor"
             if gov.exists():
                 self._saved["governor"] = read_attr(gov)
+            try:
+                self._remember(self._saved)
+            except BaseException:
+                self._saved = None
+                raise
         if self._governor is not None and self._saved.get("governor") != self._governor:
             self._write("governor", self._governor)
         self._write_limits(hz, hz)
@@ -252,6 +264,23 @@ class SysfsBackend(ClockBackend):
                 max_hz,
             )
         return cur
+
+    def device_ref(self) -> dict[str, str]:
+        real = self.node.resolve()
+        return {
+            "kind": "sysfs",
+            "id": str(real),
+            "name": self.node.name,
+            "root": str(self.root),
+            "node": str(self.node),
+        }
+
+    def restore_saved(self, saved: Mapping[str, str]) -> dict[str, str]:
+        missing = {"min_freq", "max_freq"} - set(saved)
+        if missing:
+            raise BackendError(f"saved clock state lacks {', '.join(sorted(missing))}")
+        self._saved, self._wrote = dict(saved), True
+        return self.restore()
 
     def restore(self) -> dict[str, str]:
         saved, self._saved = self._saved, None

@@ -499,6 +499,18 @@ def unprivileged(board: FakeBoard) -> Iterator[None]:
         os.seteuid(0)
 
 
+def own_runtime_dir(world: Path, monkeypatch) -> Path:
+    """A clock-state runtime directory (``$CUTEDGE_RUNTIME_DIR``) in ``world`` (a
+    :func:`world_tmp`) that belongs to the user :func:`unprivileged` runs as, as the agent's own
+    user gets ``/run/cutedge`` from its systemd unit."""
+    d = world / "run"
+    d.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        os.chown(d, NOBODY, -1)
+    monkeypatch.setenv("CUTEDGE_RUNTIME_DIR", str(d))
+    return d
+
+
 @pytest.fixture
 def world_tmp() -> Iterator[Path]:
     """A temporary folder others can traverse (pytest's own tmp root is 0700)."""

@@ -146,8 +146,13 @@ def _wait_for(q: queue.Queue, text: str, timeout_s: float = 30.0) -> list[str]:
 
 @pytest.mark.parametrize(
     ("sig", "code"),
-    [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)],
-    ids=["SIGTERM", "SIGINT"],
+    [
+        (signal.SIGTERM, 128 + signal.SIGTERM),
+        (signal.SIGINT, 130),
+        (signal.SIGHUP, 128 + signal.SIGHUP),  # the SSH session drops
+        (signal.SIGQUIT, 128 + signal.SIGQUIT),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT"],
 )
 def test_cli_killed_mid_hold_restores_the_tree(tmp_path, sig, code):
     board = make_tree(tmp_path, "orin-nano-jp6")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_sysfs import LAYOUTS, FakeKernel, make_tree, unprivileged
+from fake_sysfs import LAYOUTS, FakeKernel, make_tree, own_runtime_dir, unprivileged
 
 from cutedge.cli import main
 
@@ -143,9 +143,10 @@ def test_not_a_level_lists_the_nearest(tmp_path, capsys, monkeypatch):
     assert board.state() == before
 
 
-def test_permission_error_is_one_line(world_tmp, capsys):
+def test_permission_error_is_one_line(world_tmp, capsys, monkeypatch):
     board = make_tree(world_tmp, "orin-nano-jp6")
     before = board.state()
+    own_runtime_dir(world_tmp, monkeypatch)
     with unprivileged(board):
         rc, out, err = run(capsys, "clock", "306MHz", "--sysfs-root", str(world_tmp))
     assert rc == 2
