@@ -105,7 +105,9 @@ from simulation.bounds import capacity_states, radio_dual, radio_prices
 
 DEFAULT_TANGENTS = 16
 DEFAULT_STATES = 64
-# interior point without crossover: the LP is large and sparse, and only its value is needed
+# Clarabel's interior point: 38 s per L at 6000 slots here, where HiGHS (simplex, or IPM without
+# crossover) took several minutes on the same problem (docs/hindsight.md)
+DEFAULT_SOLVER = "CLARABEL"
 HIGHS_OPTIONS = {"solver": "ipm", "run_crossover": "off"}
 
 
@@ -304,12 +306,15 @@ class HindsightBound:
     def _solve(self, problem, solver: str | None):
         import cvxpy as cp
 
-        kw: dict = {"solver": solver} if solver else {}
-        if not kw and "HIGHS" in cp.installed_solvers():
-            kw = {"solver": "HIGHS", "highs_options": dict(HIGHS_OPTIONS)}
+        name = (solver or DEFAULT_SOLVER).upper()
+        if name not in cp.installed_solvers():
+            raise ValueError(f"solver {name!r} is not installed (installed: {', '.join(cp.installed_solvers())})")
+        kw: dict = {"highs_options": dict(HIGHS_OPTIONS)} if name == "HIGHS" else {}
         try:
-            return problem.solve(**kw)
+            return problem.solve(solver=name, **kw)
         except cp.error.SolverError:
+            if name == "CLARABEL":
+                raise
             return problem.solve(solver="CLARABEL")
 
     def solve(self, latency_s: float, *, solver: str | None = None) -> HindsightPoint:

@@ -15,7 +15,7 @@ from cutedge.cli import UsageFailure
 @click.option("--out", default=None, help="Output PNG (default: FOLDER/tradeoff.png).")
 @click.option("--title", default=None, help="Figure title (default: from FOLDER/sweep.json).")
 def plot(folder: Path, out, title):
-    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv when present)."""
+    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv, FOLDER/hindsight.csv when present)."""
     from simulation.sweep import ROW_FIELDS, read_csv
     from simulation.tradeoff_plots import plot_tradeoff
 
@@ -30,6 +30,9 @@ def plot(folder: Path, out, title):
         raise UsageFailure(f"{folder / 'sweep.csv'}: missing columns {', '.join(missing)} (expected those of cutedge sweep: "
                            f"{', '.join(ROW_FIELDS[:6])}, ...)")
     bounds = read_csv(folder / "bound.csv") if (folder / "bound.csv").exists() else []
+    hindsight = read_csv(folder / "hindsight.csv") if (folder / "hindsight.csv").exists() else None
+    if hindsight and any(c not in hindsight[0] for c in ("trace", "latency_ms", "e_star_j_per_frame")):
+        raise UsageFailure(f"{folder / 'hindsight.csv'}: expected columns trace, latency_ms, e_star_j_per_frame")
     if title is None:
         title = ""
         meta_path = folder / "sweep.json"
@@ -41,5 +44,5 @@ def plot(folder: Path, out, title):
             except (ValueError, TypeError, AttributeError):
                 click.echo(f"warning: {meta_path}: unreadable, drawing without a title", err=True)
     path = Path(out) if out else folder / "tradeoff.png"
-    plot_tradeoff(rows, bounds, path, title=title)
+    plot_tradeoff(rows, bounds, path, title=title, hindsight=hindsight)
     click.echo(f"wrote {path}")

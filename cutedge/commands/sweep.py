@@ -47,8 +47,9 @@ def _split_numbers(text: str, option: str) -> list[float]:
 @click.option("--out", default="runs/sweep", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip tradeoff.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--hindsight", is_flag=True, help="Also solve the hindsight bound curve E*(L) per trace (hindsight.csv; slow).")
 def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_root, seeds, workers, executor, duration, out,
-          no_plot, quiet):
+          no_plot, quiet, hindsight=False):
     """Sweep V and policies over traces (parallel), with the stationary LP bound per trace.
 
     Writes sweep.csv (one row per policy x V x trace x seed), bound.csv (p* per trace and each V
@@ -117,10 +118,20 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         raise UsageFailure(str(exc)) from None
     for note in dict.fromkeys(result.notes):
         click.echo(f"trace: {note}", err=True)
-    write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot)
+    hind_rows = None
+    if hindsight:
+        from simulation.sweep import hindsight_rows
+
+        click.echo("hindsight bound E*(L): one LP per trace ...", err=True)
+        try:
+            hind_rows = hindsight_rows(cfg, result.rows)
+        except (SweepError, ValueError) as exc:
+            raise UsageFailure(f"--hindsight: {exc}") from None
+    write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight=hind_rows)
     click.echo(format_table(result.rows, result.bounds))
     click.echo(format_comparison(compare_to_baselines(result.rows)))
     files = ["sweep.csv", "bound.csv", "sweep.json"] + ([] if no_plot else ["tradeoff.png"])
+    files += ["hindsight.csv"] if hind_rows is not None else []
     click.echo(f"{len(result.rows)} runs in {result.wall_s:.1f} s; wrote " + ", ".join(str(out_dir / f) for f in files))
 
 
@@ -130,11 +141,20 @@ def _builtin(name: str) -> bool:
     return (configs_dir() / "experiments" / f"{name}.yaml").exists()
 
 
-def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True) -> None:
-    from simulation.sweep import BOUND_FIELDS, ROW_FIELDS, compare_to_baselines, write_csv
+def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True,
+                hindsight: list[dict] | None = None) -> None:
+    from simulation.sweep import (
+        BOUND_FIELDS,
+        HINDSIGHT_FIELDS,
+        ROW_FIELDS,
+        compare_to_baselines,
+        write_csv,
+    )
 
     write_csv(out_dir / "sweep.csv", result.rows, ROW_FIELDS)
     write_csv(out_dir / "bound.csv", result.bounds, BOUND_FIELDS)
+    if hindsight is not None:
+        write_csv(out_dir / "hindsight.csv", hindsight, HINDSIGHT_FIELDS)
     exp = cfg.experiment
     meta = {
         "name": cfg.name,
@@ -164,7 +184,7 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
     if plot:
         from simulation.tradeoff_plots import plot_tradeoff
 
-        plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta))
+        plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta), hindsight=hindsight)
 
 
 def figure_title(meta: dict) -> str:

@@ -115,3 +115,30 @@ def test_large_latency_sits_at_or_above_p_star(short_runs):
     p_star = StationaryBound(sc.system).solve(sc.capacity_bps, rate).p_star_j_per_frame
     assert far >= p_star * (1 - 2e-3)
     assert far <= p_star * 1.15  # 45 s: the order of the capacities still costs (p* ignores it)
+
+
+def test_sweep_hindsight_cli_writes_and_draws_the_curve(tmp_path):
+    import csv
+
+    from test_sweep import cutedge
+
+    out = tmp_path / "sw"
+    r = cutedge("sweep", "--duration", "20", "--V", "1,100", "--policies", "cutedge,local", "--workers", "2",
+                "--out", str(out), "--quiet", "--hindsight", timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "hindsight.csv")))
+    assert {"trace", "latency_ms", "e_star_j_per_frame"} <= set(rows[0])
+    sweep_rows = list(csv.DictReader(open(out / "sweep.csv")))
+    for trace in {s["trace"] for s in sweep_rows}:
+        mine = [h for h in rows if h["trace"] == trace]
+        assert len(mine) >= 8
+        lat = [float(h["latency_ms"]) for h in mine]
+        ctl = [float(s["latency_ms_mean"]) for s in sweep_rows if s["trace"] == trace and s["policy"] == "cutedge"]
+        assert min(lat) <= min(ctl) and max(lat) >= max(ctl)  # spans the controller's curve
+        vals = [float(h["e_star_j_per_frame"]) for h in mine if h["e_star_j_per_frame"]]
+        assert vals and all(b <= a * (1 + 1e-6) for a, b in zip(vals, vals[1:]))
+    assert (out / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    (out / "tradeoff.png").unlink()
+    r = cutedge("plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert (out / "tradeoff.png").exists()
