@@ -586,3 +586,42 @@ __all__ = [
     "run_unit",
     "write_csv",
 ]
+
+
+# -- the hindsight bound curve E*(L) (cutedge sweep --hindsight) ------------------------------
+
+HINDSIGHT_FIELDS = ("trace", "seed", "latency_ms", "e_star_j_per_frame", "status", "serve_fraction", "solve_s")
+
+
+def hindsight_rows(cfg: SweepConfig, rows: list[dict], points: int = 10, widen: float = 1.25,
+                   policy: str = "cutedge") -> list[dict]:
+    """E*(L) per trace (:mod:`simulation.hindsight`) at ``points`` log-spaced latencies spanning
+    the mean latencies of ``policy``'s rows on that trace (any V policy's, or any row's, when it
+    has none), widened by ``widen`` each side. Solved on the first seed's scenario, for runs that
+    complete ``cfg.options.serve_fraction`` of the frames; one compiled LP per trace serves every L.
+    """
+    from simulation.hindsight import HindsightBound, latency_grid_s
+
+    if points < 1:
+        raise SweepError(f"hindsight points must be >= 1, got {points!r}")
+    if not (math.isfinite(widen) and widen >= 1.0):
+        raise SweepError(f"hindsight widen must be >= 1, got {widen!r}")
+    out = []
+    for tr in cfg.traces:
+        mine = [r for r in rows if r["trace"] == tr.name]
+        pick = [r for r in mine if r["policy"] == policy] or [r for r in mine if r.get("V") is not None] or mine
+        lats = [r["latency_ms_mean"] / 1e3 for r in pick if math.isfinite(r.get("latency_ms_mean", math.nan))]
+        if not lats:
+            continue
+        exp = replace(cfg.experiment, seed=cfg.experiment.seed,
+                      trace=TraceSpec(path=tr.path, format=tr.format, column=tr.column, scale=tr.scale))
+        sc = build_scenario(exp)
+        hb = HindsightBound(sc.system, sc.capacity_bps, sc.arrival_times_s, serve_fraction=cfg.options.serve_fraction)
+        for pt in hb.curve(latency_grid_s(min(lats) / widen, max(lats) * widen, points)):
+            out.append({"trace": tr.name, "seed": exp.seed, "latency_ms": pt.latency_s * 1e3,
+                        "e_star_j_per_frame": pt.e_star_j_per_frame, "status": pt.status,
+                        "serve_fraction": cfg.options.serve_fraction, "solve_s": pt.solve_s})
+    return out
+
+
+NUMERIC.update({"latency_ms", "e_star_j_per_frame", "serve_fraction", "solve_s"})  # read_csv of hindsight.csv

@@ -93,8 +93,10 @@ def _p_star(bounds: list[dict]) -> dict[str, float]:
     return out
 
 
-def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[str], title: str = "") -> None:
-    """Write the trade-off figure (see the module docstring) to ``path``."""
+def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[str], title: str = "",
+                  hindsight: list[dict] | None = None) -> None:
+    """Write the trade-off figure (see the module docstring) to ``path``; ``hindsight``: rows of
+    ``hindsight.csv`` (trace, latency_ms, e_star_j_per_frame), drawn as E*(L) under the curves."""
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
@@ -145,6 +147,10 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
             name = " = ".join(SHORT.get(p, p) for p, _ in group)
             ax.annotate(name, (r0["latency_ms_mean"] / 1e3, r0["energy_per_frame_j"]), textcoords="offset points",
                         xytext=(8, -12), ha="left", fontsize=7, color="0.15")
+        hs = sorted((h["latency_ms"] / 1e3, h["e_star_j_per_frame"]) for h in hindsight or ()
+                    if h["trace"] == trace and math.isfinite(h["e_star_j_per_frame"]))
+        if hs:
+            ax.plot(*zip(*hs), color="tab:red", lw=1.4, ls="-", marker=".", ms=3, zorder=1)
         if trace in p_star:
             ax.axhline(p_star[trace], color="tab:red", ls=(0, (5, 3)), lw=1.2, zorder=1)
             ax.annotate(f"LP bound p* = {p_star[trace]:.3f} J", xy=(0.99, p_star[trace]), xycoords=("axes fraction", "data"),
@@ -225,6 +231,8 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
                       marker=V_STYLE[p]["marker"], label=V_STYLE[p]["label"] + " (curve over V)") for p in v_policies]
     handles += [Line2D([], [], color=POINT_STYLE[p]["color"], marker=POINT_STYLE[p]["marker"], ls="none", ms=8,
                        markeredgecolor="k", markeredgewidth=0.5, label=POINT_STYLE[p]["label"]) for p in fixed]
+    if hindsight:
+        handles.append(Line2D([], [], color="tab:red", lw=1.4, marker=".", label="hindsight bound E*(L)"))
     handles += [Line2D([], [], color="tab:red", ls=(0, (5, 3)), label="stationary LP bound p*"),
                 Line2D([], [], color="0.3", marker="o", mfc="none", ls="none",
                        label="hollow: drops frames or falls behind the camera")]

@@ -15,9 +15,9 @@ from cutedge.cli import UsageFailure
 @click.option("--out", default=None, help="Output PNG (default: FOLDER/tradeoff.png).")
 @click.option("--title", default=None, help="Figure title (default: from FOLDER/sweep.json).")
 def plot(folder: Path, out, title):
-    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv when present) and print the
-    frontier table (with the gaps to E*(L) when FOLDER/hindsight.csv is there)."""
-    from cutedge.commands.sweep import format_frontier, hindsight_rows
+    """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv, FOLDER/hindsight.csv when
+    present) and print the frontier table (with the gaps to E*(L) when hindsight.csv is there)."""
+    from cutedge.commands.sweep import format_frontier, read_hindsight
     from simulation.frontier import frontier_report
     from simulation.sweep import ROW_FIELDS, read_csv
     from simulation.tradeoff_plots import plot_tradeoff
@@ -33,6 +33,7 @@ def plot(folder: Path, out, title):
         raise UsageFailure(f"{folder / 'sweep.csv'}: missing columns {', '.join(missing)} (expected those of cutedge sweep: "
                            f"{', '.join(ROW_FIELDS[:6])}, ...)")
     bounds = read_csv(folder / "bound.csv") if (folder / "bound.csv").exists() else []
+    hindsight = read_hindsight(folder / "hindsight.csv") if (folder / "hindsight.csv").exists() else None
     if title is None:
         title = ""
         meta_path = folder / "sweep.json"
@@ -44,6 +45,6 @@ def plot(folder: Path, out, title):
             except (ValueError, TypeError, AttributeError):
                 click.echo(f"warning: {meta_path}: unreadable, drawing without a title", err=True)
     path = Path(out) if out else folder / "tradeoff.png"
-    plot_tradeoff(rows, bounds, path, title=title)
-    click.echo(format_frontier(frontier_report(rows, bounds, hindsight_rows(None, folder))))
+    plot_tradeoff(rows, bounds, path, title=title, hindsight=hindsight)
+    click.echo(format_frontier(frontier_report(rows, bounds, hindsight)))
     click.echo(f"wrote {path}")

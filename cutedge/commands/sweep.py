@@ -6,7 +6,6 @@ Never imports torch or zmq.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,8 +47,9 @@ def _split_numbers(text: str, option: str) -> list[float]:
 @click.option("--out", default="runs/sweep", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip tradeoff.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--hindsight", is_flag=True, help="Also solve the hindsight bound curve E*(L) per trace (hindsight.csv; slow).")
 def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_root, seeds, workers, executor, duration, out,
-          no_plot, quiet):
+          no_plot, quiet, hindsight=False):
     """Sweep V and policies over traces (parallel), with the stationary LP bound per trace.
 
     Writes sweep.csv (one row per policy x V x trace x seed), bound.csv (p* per trace and each V
@@ -107,7 +107,6 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         f"{cfg.seeds} seeds = {len(units)} units on {n_workers} {executor} workers",
         err=True,
     )
-    started = time.time()
     try:
         if quiet:
             result = run_sweep(cfg, workers=n_workers, executor=executor)
@@ -119,9 +118,19 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         raise UsageFailure(str(exc)) from None
     for note in dict.fromkeys(result.notes):
         click.echo(f"trace: {note}", err=True)
-    report = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight_newer_than=started)
+    hind_rows = None
+    if hindsight:
+        from simulation.sweep import hindsight_rows
+
+        click.echo("hindsight bound E*(L): one LP per trace ...", err=True)
+        try:
+            hind_rows = hindsight_rows(cfg, result.rows)
+        except (SweepError, ValueError) as exc:
+            raise UsageFailure(f"--hindsight: {exc}") from None
+    report = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight=hind_rows)
     click.echo(format_frontier(report))
     files = ["sweep.csv", "bound.csv", "sweep.json"] + ([] if no_plot else ["tradeoff.png"])
+    files += ["hindsight.csv"] if hind_rows is not None else []
     click.echo(f"{len(result.rows)} runs in {result.wall_s:.1f} s; wrote " + ", ".join(str(out_dir / f) for f in files))
 
 
@@ -129,21 +138,6 @@ def _builtin(name: str) -> bool:
     from controller.config import configs_dir
 
     return (configs_dir() / "experiments" / f"{name}.yaml").exists()
-
-
-def hindsight_rows(result, out_dir: Path, newer_than: float | None = None) -> list[dict] | None:
-    """The hindsight bound's rows (trace, latency_ms, e_star_j_per_frame), if this sweep has them:
-    ``result.hindsight`` when the sweep computed them, else ``out_dir/hindsight.csv`` (only if
-    written after ``newer_than``, so that a file left by an earlier sweep in the folder is not
-    taken for this one's). None when there are none."""
-    rows = getattr(result, "hindsight", None)
-    if rows:
-        return [dict(r) if isinstance(r, dict) else vars(r) for r in rows]
-    path = out_dir / "hindsight.csv"
-    # 1 s of slack for file systems with coarse timestamps; an earlier sweep's file is older than that
-    if not path.is_file() or (newer_than is not None and path.stat().st_mtime < newer_than - 1.0):
-        return None
-    return read_hindsight(path)
 
 
 def read_hindsight(path: Path) -> list[dict]:
@@ -168,14 +162,16 @@ def read_hindsight(path: Path) -> list[dict]:
 
 
 def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True,
-                hindsight_newer_than: float | None = None) -> dict:
-    """Write sweep.csv, bound.csv, sweep.json (with the frontier report) and tradeoff.png; return
-    the frontier report."""
+                hindsight: list[dict] | None = None) -> dict:
+    """Write sweep.csv, bound.csv, hindsight.csv (with ``hindsight``), sweep.json (with the
+    frontier report) and tradeoff.png; return the frontier report."""
     from simulation.frontier import frontier_report
-    from simulation.sweep import BOUND_FIELDS, ROW_FIELDS, write_csv
+    from simulation.sweep import BOUND_FIELDS, HINDSIGHT_FIELDS, ROW_FIELDS, write_csv
 
     write_csv(out_dir / "sweep.csv", result.rows, ROW_FIELDS)
     write_csv(out_dir / "bound.csv", result.bounds, BOUND_FIELDS)
+    if hindsight is not None:
+        write_csv(out_dir / "hindsight.csv", hindsight, HINDSIGHT_FIELDS)
     exp = cfg.experiment
     meta = {
         "name": cfg.name,
@@ -199,13 +195,13 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
         "wall_s": result.wall_s,
         "unit_s": result.unit_s,
         "notes": list(dict.fromkeys(result.notes)),
-        "frontier": frontier_report(result.rows, result.bounds, hindsight_rows(result, out_dir, hindsight_newer_than)),
+        "frontier": frontier_report(result.rows, result.bounds, hindsight),
     }
     write_json(out_dir / "sweep.json", meta)
     if plot:
         from simulation.tradeoff_plots import plot_tradeoff
 
-        plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta))
+        plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta), hindsight=hindsight)
     return meta["frontier"]
 
 
