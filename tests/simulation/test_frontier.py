@@ -9,7 +9,6 @@ import math
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -203,21 +202,6 @@ def test_format_fits_100_columns_and_says_what_binds():
     assert "missed by 15.5 % (energy) at V = 1" in text and "reached at V = 10" in text
     assert "drops frames, not compared" in text and "static-best *" in text and "dvfs-only *" in text
     assert "E*(L) gap" in text and text.splitlines()[-1] == "frontier: 2 of 5 targets met; all met on 0 of 1 traces"
-
-
-def test_hindsight_file_of_an_earlier_sweep_is_not_taken(tmp_path):
-    from cutedge.commands.sweep import hindsight_rows
-
-    (tmp_path / "hindsight.csv").write_text("trace,latency_ms,e_star_j_per_frame\nt,100,0.5\nt,200,\n")
-    rows = hindsight_rows(None, tmp_path)
-    assert rows[0]["latency_ms"] == 100.0 and math.isnan(rows[1]["e_star_j_per_frame"])
-    assert hindsight_rows(None, tmp_path, newer_than=time.time() + 60) is None
-
-    class Output:
-        hindsight = [{"trace": "t", "latency_ms": 1.0, "e_star_j_per_frame": 2.0}]
-
-    assert hindsight_rows(Output(), tmp_path) == Output.hindsight
-    assert hindsight_rows(None, tmp_path / "nothing") is None
 
 
 def test_sweep_prints_the_table_and_writes_frontier(tmp_path):
