@@ -69,17 +69,21 @@ def main() -> None:
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core
     system = SystemModel.build(load_board("jetson-tx2"), synthetic_profile(40), load_network("lte-shannon"), 0.1)
-    ctl = LyapunovController(system, LyapunovConfig(V=50.0, bit_pricing=False))
+    ctl = LyapunovController(system, LyapunovConfig(V=50.0))
     rng = np.random.default_rng(1)
     states = [
         Observation(t, float(rng.integers(0, 20)) - float(rng.uniform(0, 1)), float(rng.uniform(0, 3e7)), float(rng.uniform(1e6, 5e7)), 1)
         for t in range(args.slots)
     ]
-    # the two must agree before their times mean anything
+    # the two must agree before their times mean anything: the reference is the objective
+    # without its multiplier and latency terms, so check the controller with those switched off
+    # (the timed controller below is the default, with every term)
+    textbook = LyapunovController(system, LyapunovConfig(V=50.0, multipliers=False, latency_weight_per_s=0.0))
     for s in states[:500]:
-        d = ctl.decide(s)
+        d = textbook.decide(s)
         if d.process:
-            p, f = plain_decide(system, 50.0, s, float(system.bits[0]))
+            supply = s._replace(queue_frames=s.queue_frames + textbook.arrival_estimate)
+            p, f = plain_decide(system, 50.0, supply, float(system.bits[0]))
             assert (d.cut, d.level) == (p, f), (s, d, p, f)
     unit = float(system.bits[0])
     fast = measure(ctl.decide, states)

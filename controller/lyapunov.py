@@ -51,6 +51,8 @@ from controller.profiles import NetworkProfile
 _minimum, _multiply, _dot = np.minimum, np.multiply, np.dot
 
 DEFAULT_V = 30.0
+PRICE_EVERY_SLOTS = 10
+"""Decisions between two refreshes of the frame price (keeps the slot decision within budget)."""
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
 
 
@@ -212,12 +214,15 @@ class LyapunovController:
         self._head = tables.head_s
         self._post = tables.post_s
         K = self._mu.size
-        # rows: n*dE, n*D, tau*P_idle, n, n(n+1)/2*T, n*post, n*1{D>0} -> objective = w @ rows
+        # rows: n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T -> objective = w @ rows
+        # (the four rows that are n times a constant are made in one call)
         self._rows = np.zeros((7, K))
-        self._rows[2] = tables.idle_j
+        self._rows[4] = tables.idle_j
         self._w = np.zeros(7)
-        self._offload = (tables.per_frame[1] > 0).astype(float)
-        self._n = self._rows[3]
+        self._per_head = np.ascontiguousarray(
+            np.stack([tables.per_frame[0], tables.per_frame[1], tables.post_s, (tables.per_frame[1] > 0).astype(float)])
+        )
+        self._n = self._rows[5]
         self._supply0 = np.zeros(())
         self._obj = np.empty(K)
         self._idle_level = tables.idle_level
@@ -256,7 +261,7 @@ class LyapunovController:
         self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (frame_price)
         self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
         self._gx_fast = 0.0  # the price the dual steps move; gamma_x is its window average
-        self._price_key: tuple = ()
+        self._price_age = PRICE_EVERY_SLOTS - 1  # the first decision computes it
         self._last_potential = -1.0  # bits the multiplier alone would have sent last slot
         self.arrival_estimate = 0.0
         self._started = False
@@ -311,16 +316,17 @@ class LyapunovController:
     def frame_price(self) -> float:
         """gamma_c (J/frame): a frame's marginal energy at the bit price gamma_x, the least per-head
         energy ``dE + gamma_x*D`` (plus the GPU's idle premium at that level, shared by the slot's
-        frames) over the pairs that alone keep up with the arrival estimate."""
-        lam = self.arrival_estimate
-        key = (self.gamma_x, lam)
-        if key == self._price_key:
+        frames) over the pairs that alone keep up with the arrival estimate. Refreshed every
+        ``PRICE_EVERY_SLOTS`` decisions (the prices it follows move slowly)."""
+        self._price_age += 1
+        if self._price_age < PRICE_EVERY_SLOTS:
             return self.gamma_c
+        self._price_age = 0
+        lam = self.arrival_estimate
         share = lam if lam > 0.05 else 0.05
         c = self._dE + self.gamma_x * self._bits_row + self._premium / share
         keep = self._mu >= lam
         self.gamma_c = float(c[keep].min()) if keep.any() else float(c.min())
-        self._price_key = key
         return self.gamma_c
 
     def decide(self, obs: Observation) -> Decision:
@@ -346,12 +352,10 @@ class LyapunovController:
             n = self._n
             self._supply0[()] = supply  # a 0-d array operand is faster than a Python float
             _minimum(self._mu, self._supply0, out=n)
-            _multiply(n, self._per_frame, out=rows[0:2])
+            _multiply(n, self._per_head, out=rows[0:4])
             # completion time of n heads back to back: T*(1 + 2 + ... + n) for whole n
-            _multiply(n, n + 1.0, out=rows[4])
-            _multiply(rows[4], self._half_head, out=rows[4])
-            _multiply(n, self._post, out=rows[5])
-            _multiply(n, self._offload, out=rows[6])
+            _multiply(n, n + 1.0, out=rows[6])
+            _multiply(rows[6], self._half_head, out=rows[6])
             self._cached_supply = supply
         z_l = self.z_latency
         g_x = self.gamma_x
@@ -360,13 +364,14 @@ class LyapunovController:
         w = self._w
         w[0] = v_e
         # a head's bits: queued (w_bits), sent at about the capacity (omega*D/C of latency)
-        w[1] = w_bits + omega / (capacity if capacity > 1.0 else 1.0) + z_l / self._dmax
-        w[2] = v_e
-        w[3] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
-        w[4] = omega
-        w[5] = omega
+        c1 = capacity if capacity > 1.0 else 1.0
+        w[1] = w_bits + omega / c1 + z_l / self._dmax
+        w[2] = omega
         # an offloaded frame also waits for the bits queued ahead of it
-        w[6] = omega * qx / (capacity if capacity > 1.0 else 1.0)
+        w[3] = omega * qx / c1
+        w[4] = v_e
+        w[5] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
+        w[6] = omega
         obj = self._obj
         _dot(w, rows, out=obj)
         k = int(obj.argmin())

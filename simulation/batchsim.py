@@ -35,6 +35,7 @@ import numpy as np
 
 from controller.lyapunov import (
     LN2,
+    PRICE_EVERY_SLOTS,
     LyapunovConfig,
     bit_price_j_per_bit,
     initial_multipliers,
@@ -164,9 +165,10 @@ class _LyapunovGroup:
         self.any_mult = bool(self.mult.any())
         self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
-        self.offload = (t.per_frame[1] > 0).astype(float)
+        # the scalar controller's rows, in its order: n*dE, n*D, n*post, n*1{D>0}, idle, n, completion
+        self.per_head = np.stack([t.per_frame[0], t.per_frame[1], t.post_s, (t.per_frame[1] > 0).astype(float)])
         self.rows = np.zeros((S, 7, K))
-        self.rows[:, 2, :] = t.idle_j
+        self.rows[:, 4, :] = t.idle_j
         self.W = np.zeros((S, 1, 7))
         self.obj = np.empty((S, 1, K))
         self.lanes = np.arange(S)
@@ -234,27 +236,25 @@ class _LyapunovGroup:
         tau = self.tau
         supply = qc + self.arrival_estimate
         rows = self.rows
-        n = rows[:, 3, :]
+        n = rows[:, 5, :]
         np.minimum(self.mu, supply[:, None], out=n)
-        np.multiply(n, self.dE, out=rows[:, 0, :])
-        np.multiply(n, self.bits, out=rows[:, 1, :])
-        np.multiply(n, n + 1.0, out=rows[:, 4, :])
-        np.multiply(rows[:, 4, :], self.half_head, out=rows[:, 4, :])
-        np.multiply(n, self.post, out=rows[:, 5, :])
-        np.multiply(n, self.offload, out=rows[:, 6, :])
+        np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
+        np.multiply(n, n + 1.0, out=rows[:, 6, :])
+        np.multiply(rows[:, 6, :], self.half_head, out=rows[:, 6, :])
         g_x = self.gamma_x
-        if self.any_mult:
+        if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
             self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)
         z_l = self.z_latency
         w_bits = qx / self.unit2 + V * g_x
         W = self.W
+        c1 = np.where(cap > 1.0, cap, 1.0)
         W[:, 0, 0] = v_e
-        W[:, 0, 1] = w_bits + omega / np.where(cap > 1.0, cap, 1.0) + z_l / self.dmax
-        W[:, 0, 2] = v_e
-        W[:, 0, 3] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
-        W[:, 0, 4] = omega
-        W[:, 0, 5] = omega
-        W[:, 0, 6] = omega * qx / np.where(cap > 1.0, cap, 1.0)
+        W[:, 0, 1] = w_bits + omega / c1 + z_l / self.dmax
+        W[:, 0, 2] = omega
+        W[:, 0, 3] = omega * qx / c1
+        W[:, 0, 4] = v_e
+        W[:, 0, 5] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
+        W[:, 0, 6] = omega
         np.matmul(W, rows, out=self.obj)
         obj = self.obj[:, 0, :]
         k = obj.argmin(axis=1)
