@@ -1,21 +1,23 @@
 """The CutEdge controller: Lyapunov drift-plus-penalty over real and virtual queues.
 
-Each slot it minimises (DESIGN section 3)
+Each slot it minimises (DESIGN section 3, ``docs/controller.md`` for every term)
 
-    V*E(t) + Q_c*(d - n) + q_x*(n*D(p) - r*tau)/B + sum_j Z_j * (constraint_j terms)
+    V*E(t) - (Q_c + V*gamma_c)*n + (Q_x/B^2 + V*gamma_x)*n*D(p) - (...)*r*tau + latency terms
 
 over the cut p, the GPU level f, the rate r and admission d. The problem separates:
 
-- **(p, f)**: with n = min(Q_c, tau/T_loc(p, f)) heads finishing this slot, the (p, f)-part is
-  ``n*(V_E*dE[p,f] + w_x*D[p] - c) + V_E*tau*P_idle[f]``; every pair is evaluated at once as one
-  matrix-vector product over precomputed rows (no Python loop per pair, no per-slot allocation).
-  Idling the GPU (n = 0 at the lowest idle power) is always a candidate, so the controller never
-  runs heads whose cost outweighs the backlog relief.
-- **rate**: minimise ``V_E*P_tx(r) - w_r*r`` on [0, min(C, Q_x/tau)]: water-filling for the
-  Shannon power law (closed form, clipped), bang-bang for the linear one.
-- **bit pricing** (on by default): bits are charged their expected radio energy when a head
-  creates them and credited when they are sent (``bit_price``), so an empty uplink queue is not
-  mistaken for free transmission; for a stable queue the time-average penalty is unchanged.
+- **(p, f)**: with n = min(Q_c + a_hat, tau/T_loc(p, f)) heads this slot (queued frames and the
+  arrival estimate: frames arriving in a slot start in it), every pair is evaluated at once as one
+  matrix-vector product over seven precomputed rows (no Python loop per pair, no per-slot
+  allocation). Idling the GPU is always a candidate.
+- **rate**: minimise ``V_E*P_tx(r) - w_r*r`` on [0, min(C, (Q_x + n*D)/tau)]: water-filling for
+  the Shannon power law (closed form, clipped), bang-bang for the linear one.
+- **multipliers** (on by default): the queue weights are offset by V times the long-run marginal
+  energies of a frame (gamma_c, J/frame) and of a bit (gamma_x, J/bit), learnt online from the
+  past slots (a multiplicative stochastic dual step of the stationary LP), so energy is saved
+  without an O(V) backlog (Huang and Neely, IEEE TAC 2011).
+- **completion times** (omega = ``latency_weight_per_s``): a faster clock that finishes the same
+  frames earlier is worth something, and so is the time after the head (bits, RTT, tail).
 - **admission** (when switched on): admit iff ``Q_c < V*theta`` (theta: a frame's value in J).
 
 Units, and why they make V meaningful
@@ -34,7 +36,8 @@ Virtual queues (each on only when its constraint is configured):
 - energy budget P_avg: ``Z_E <- max(Z_E + (E - P_avg*tau)/(P_avg*tau), 0)`` (in budget-slots),
   raising the energy weight to ``V + Z_E/(P_avg*tau)``;
 - throughput floor lambda_min: ``Z_T <- max(Z_T + lambda_min*tau - n, 0)`` (frames);
-- latency (epsilon-persistence): ``Z_L <- max(Z_L + eps*1{Q_c+Q_x>0} - (n + r*tau/B), 0)``.
+- latency (epsilon-persistence): ``Z_L <- max(Z_L + eps*1{Q_c+Q_x>0} - served, 0)``, each frame's
+  service counted once: a head at cut p serves ``1 - D(p)/D_max`` of it, its bits the rest.
 """
 
 from __future__ import annotations
