@@ -161,14 +161,17 @@ def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
     )
 
 
-def initial_multipliers(system: SystemModel, capacity_bps: float) -> tuple[float, float]:
-    """(gamma_c J/frame, gamma_x J/bit) to start from: a bit at its full-rate radio energy on the
-    first capacity seen, a frame at what sending its input costs. The online update moves them
-    to the long-run marginal energies; a good start only shortens the learning."""
-    if capacity_bps <= 0.0:
-        return 0.0, 0.0
-    g_x = float(bit_price_j_per_bit(system.network, capacity_bps))
-    return g_x * float(system.bits[0]), g_x
+def initial_bit_price(network: NetworkProfile, capacity_bps: float) -> float:
+    """gamma_x (J/bit) to start from: a bit at its full-rate radio energy on the first capacity
+    seen (0 on a dead link). The online step moves it to the long-run marginal energy; a good
+    start only shortens the learning."""
+    return float(bit_price_j_per_bit(network, capacity_bps)) if capacity_bps > 0.0 else 0.0
+
+
+def bit_price_floor(network: NetworkProfile) -> float:
+    """The least gamma_x (J/bit) the multiplicative step may fall to: a millionth of a bit's
+    radio energy on a 1 Tbit/s link, so a price that reached 0 (a dead first slot) can grow."""
+    return 1e-6 * float(bit_price_j_per_bit(network, 1e12))
 
 
 def bit_price_j_per_bit(network: NetworkProfile, mean_capacity_bps):
@@ -186,7 +189,7 @@ def shannon_rate_bps(w_r, v_e, network: NetworkProfile, log2_k, log2=math.log2):
 
     d/dr: v_e*P_max*ln2/(W*K)*2^(r/W) = w_r  ->  r = W*(log2(w_r*W/(v_e*P_max*ln2)) + log2 K),
     with ``log2_k = log2(2^(C/W) - 1)``. ``log2`` is ``math.log2`` for the scalar controller and
-    ``np.log2`` for the batched engine (they agree bit for bit on float64).
+    ``np.log2`` for the batched engine (they may differ in the last bit on some CPUs).
     """
     W = network.bandwidth_hz
     return W * (log2(w_r * W / (v_e * network.max_power_w * LN2)) + log2_k)
@@ -213,9 +216,6 @@ class LyapunovController:
         tables = pair_tables(system, config)
         self.tables = tables
         self._mu = tables.mu
-        self._per_frame = tables.per_frame
-        self._head = tables.head_s
-        self._post = tables.post_s
         K = self._mu.size
         # rows: n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T -> objective = w @ rows
         # (the four rows that are n times a constant are made in one call)
@@ -234,8 +234,7 @@ class LyapunovController:
         if not self._unit > 0:
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
         self._dmax = float(system.bits.max())
-        self._half_head = 0.5 * self._head
-        self._made_bits = 0.0
+        self._half_head = 0.5 * tables.head_s
         net = system.network
         self._shannon = net.model == "shannon"
         self._tau = tau
@@ -250,7 +249,7 @@ class LyapunovController:
         self._dE = tables.per_frame[0]
         self._bits_row = tables.per_frame[1]
         self._premium = tables.idle_j - tables.idle_cost_j
-        self._gx_min = 1e-6 * float(initial_multipliers(system, 1e12)[1]) if system.bits[0] > 0 else 0.0
+        self._gx_min = bit_price_floor(system.network)
         self._budget_slot_j = (
             config.energy_budget_w * tau if (config.energy_budget_w is not None and config.virtual_queues) else 0.0
         )
@@ -261,7 +260,7 @@ class LyapunovController:
         self.z_energy = 0.0
         self.z_throughput = 0.0
         self.z_latency = 0.0
-        self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (frame_price)
+        self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (_refresh_frame_price)
         self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
         self._gx_fast = 0.0  # the price the dual steps move; gamma_x is its window average
         self._price_age = PRICE_EVERY_SLOTS - 1  # the first decision computes it
@@ -297,7 +296,7 @@ class LyapunovController:
         if not self._started:
             self._started = True
             if self._mult:
-                self.gamma_x = self._gx_fast = initial_multipliers(self.system, capacity)[1]
+                self.gamma_x = self._gx_fast = initial_bit_price(self.system.network, capacity)
             return
         if self._mult and self._last_potential >= 0.0:
             # stochastic dual step of the stationary LP, multiplicative (the price stays positive
@@ -316,21 +315,16 @@ class LyapunovController:
         alpha = self.config.arrival_ewma
         self.arrival_estimate += alpha * (arrivals - self.arrival_estimate)
 
-    def frame_price(self) -> float:
+    def _refresh_frame_price(self) -> None:
         """gamma_c (J/frame): a frame's marginal energy at the bit price gamma_x, the least per-head
         energy ``dE + gamma_x*D`` (plus the GPU's idle premium at that level, shared by the slot's
-        frames) over the pairs that alone keep up with the arrival estimate. Refreshed every
-        ``PRICE_EVERY_SLOTS`` decisions (the prices it follows move slowly)."""
-        self._price_age += 1
-        if self._price_age < PRICE_EVERY_SLOTS:
-            return self.gamma_c
-        self._price_age = 0
+        frames) over the pairs that alone keep up with the arrival estimate. ``decide`` refreshes
+        it every ``PRICE_EVERY_SLOTS`` decisions (the prices it follows move slowly)."""
         lam = self.arrival_estimate
         share = lam if lam > 0.05 else 0.05
         c = self._dE + self.gamma_x * self._bits_row + self._premium / share
         keep = self._mu >= lam
         self.gamma_c = float(c[keep].min()) if keep.any() else float(c.min())
-        return self.gamma_c
 
     def decide(self, obs: Observation) -> Decision:
         # The hot path: scalars in plain Python, the pair search in a few numpy calls on
@@ -362,7 +356,12 @@ class LyapunovController:
             self._cached_supply = supply
         z_l = self.z_latency
         g_x = self.gamma_x
-        g_c = self.frame_price() if self._mult else 0.0
+        if self._mult:
+            self._price_age += 1
+            if self._price_age >= PRICE_EVERY_SLOTS:
+                self._price_age = 0
+                self._refresh_frame_price()
+        g_c = self.gamma_c
         w_bits = qx / (unit * unit) + V * g_x  # weight of a bit on the uplink queue
         w = self._w
         w[0] = v_e

@@ -6,14 +6,14 @@ Python loop (~60 000 slot-steps/s); here every quantity of a slot is an array of
 the S scenarios ("lanes"), and the controller's pair search is one (S, K) operation, so the
 Python overhead of a slot is paid once for all lanes.
 
-It is the same model, not a second one: the slot dynamics are line-for-line those of
-:func:`~simulation.simulator.simulate` (see its docstring), the controller's constants and
-formulas come from :mod:`controller.lyapunov` (:func:`~controller.lyapunov.pair_tables`,
+It is the same model, not a second one: every slot runs the simulator's own rules
+(:func:`simulation.dynamics.slot_step`, on arrays), the controller's constants and formulas come
+from :mod:`controller.lyapunov` (:func:`~controller.lyapunov.pair_tables`,
 :func:`~controller.lyapunov.bit_price_j_per_bit`, :func:`~controller.lyapunov.shannon_rate_bps`,
 :func:`~controller.lyapunov.linear_send_gain`), the objective is evaluated with ``np.matmul`` on
-the same 4-row form as the scalar controller's ``np.dot`` (the two agree bit for bit), and the
-per-frame times and summaries are built by the simulator's own functions. ``tests/controller/
-test_sweep.py`` checks that decisions and queues agree slot by slot with the scalar path.
+the same seven rows, in the same order, as the scalar controller's ``np.dot``, and the per-frame
+times and summaries are built by the simulator's own functions. ``tests/simulation/test_sweep.py``
+checks that decisions and queues agree slot by slot with the scalar path.
 
 Two kinds of lane:
 
@@ -37,8 +37,8 @@ from controller.lyapunov import (
     LN2,
     PRICE_EVERY_SLOTS,
     LyapunovConfig,
+    bit_price_floor,
     bit_price_j_per_bit,
-    initial_multipliers,
     linear_send_gain,
     pair_tables,
     shannon_rate_bps,
@@ -125,7 +125,7 @@ class _LyapunovGroup:
         t = pair_tables(system, configs[0])
         self.pair_cut, self.pair_level = t.cut, t.level
         self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
-        self.half_head, self.post = 0.5 * t.head_s, t.post_s
+        self.half_head = 0.5 * t.head_s
         self.premium = t.idle_j - t.idle_cost_j
         self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
         S, K = len(configs), t.mu.size
@@ -155,7 +155,7 @@ class _LyapunovGroup:
         self.gain = f([c.multiplier_gain for c in configs], dtype=float) / self.unit
         self.avg = 1.0 / f([c.multiplier_window_slots for c in configs], dtype=float)
         self.dmax = float(system.bits.max())
-        self.gx_min = 1e-6 * float(initial_multipliers(system, 1e12)[1]) if system.bits[0] > 0 else 0.0
+        self.gx_min = bit_price_floor(system.network)
         # plain bools: which optional terms any lane has (skipped entirely when none does)
         self.any_budget = bool(self.has_budget.any())
         self.any_obs = bool(self.obs_budget.any() or self.obs_floor.any() or self.obs_latency.any())
@@ -211,7 +211,7 @@ class _LyapunovGroup:
         self.arrival_estimate = self.arrival_estimate + self.alpha * (arrivals - self.arrival_estimate)
 
     def _frame_price(self) -> np.ndarray:
-        """LyapunovController.frame_price, lane by lane."""
+        """LyapunovController._refresh_frame_price, lane by lane."""
         lam = self.arrival_estimate
         share = np.where(lam > 0.05, lam, 0.05)
         c = self.dE[None, :] + self.gamma_x[:, None] * self.bits[None, :] + self.premium[None, :] / share[:, None]
