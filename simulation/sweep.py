@@ -528,11 +528,13 @@ NUMERIC = {
     "frames_in_flight", "mean_Qc_frames", "mean_Qx_bits", "max_Qc_frames", "end_Qc_frames", "end_Qx_bits",
     "mean_gpu_mhz", "busy_share", "trace_mean_mbps", "duration_s", "p_star_w", "p_star_j_per_frame", "arrival_fps",
     "gap_pct", "p_star_served_w", "gap_served_pct",
+    "latency_ms", "e_star_j_per_frame", "serve_fraction", "solve_s",  # hindsight.csv
 }
 
 
-def read_csv(path: str | os.PathLike[str]) -> list[dict]:
-    """Rows of a sweep.csv or bound.csv, numbers as floats (empty cells: NaN, or None for V)."""
+def read_csv(path: str | os.PathLike[str], required: Sequence[str] = ()) -> list[dict]:
+    """Rows of a sweep.csv, bound.csv or hindsight.csv, numbers as floats (empty cells: NaN, or
+    None for V); ``required`` columns must be there."""
     import csv
 
     p = Path(path)
@@ -546,6 +548,9 @@ def read_csv(path: str | os.PathLike[str]) -> list[dict]:
         reader = csv.DictReader(fh)
         if reader.fieldnames is None:
             raise ConfigError(p, None, "empty file")
+        missing = sorted(set(required) - set(reader.fieldnames))
+        if missing:
+            raise ConfigError(p, None, f"missing columns {', '.join(missing)}")
         rows = []
         for lineno, raw in enumerate(reader, start=2):
             row: dict = {}
@@ -591,6 +596,8 @@ __all__ = [
 # -- the hindsight bound curve E*(L) (cutedge sweep --hindsight) ------------------------------
 
 HINDSIGHT_FIELDS = ("trace", "seed", "latency_ms", "e_star_j_per_frame", "status", "serve_fraction", "solve_s")
+HINDSIGHT_REQUIRED = ("trace", "latency_ms", "e_star_j_per_frame")
+"""The columns a hindsight.csv needs for its curve (``read_csv(path, HINDSIGHT_REQUIRED)``)."""
 
 
 def hindsight_rows(cfg: SweepConfig, rows: list[dict], points: int = 10, widen: float = 1.25,
@@ -624,4 +631,3 @@ def hindsight_rows(cfg: SweepConfig, rows: list[dict], points: int = 10, widen: 
     return out
 
 
-NUMERIC.update({"latency_ms", "e_star_j_per_frame", "serve_fraction", "solve_s"})  # read_csv of hindsight.csv

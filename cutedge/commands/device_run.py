@@ -47,16 +47,16 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     exit path.
     """
     from controller.config import ConfigError
-    from simulation.experiment import Experiment
-    from simulation.plots import plot_timeseries
     from controller.profiles import load_board, load_model, load_network, model_from_mapping
-    from simulation.traces import load_trace
     from device_agent.clock import BackendError, open_backend
     from device_agent.link import CapacityCurve
     from device_agent.runtime import LiveAgent, LiveConfig, folder_source
     from dnn_split.models import ModelError, parse_input_shape
     from dnn_split.partition import partition
     from dnn_split.profile import estimate_profile
+    from simulation.experiment import Experiment
+    from simulation.plots import plot_timeseries
+    from simulation.traces import load_trace
     from wire.transport import EdgeClient, check_endpoint
 
     try:

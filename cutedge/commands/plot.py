@@ -17,9 +17,9 @@ from cutedge.cli import UsageFailure
 def plot(folder: Path, out, title):
     """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv, FOLDER/hindsight.csv when
     present) and print the frontier table (with the gaps to E*(L) when hindsight.csv is there)."""
-    from cutedge.commands.sweep import format_frontier, read_hindsight
+    from cutedge.commands.sweep import format_frontier
     from simulation.frontier import frontier_report
-    from simulation.sweep import ROW_FIELDS, read_csv
+    from simulation.sweep import HINDSIGHT_REQUIRED, ROW_FIELDS, read_csv
     from simulation.tradeoff_plots import plot_tradeoff
 
     if not folder.is_dir():
@@ -33,7 +33,8 @@ def plot(folder: Path, out, title):
         raise UsageFailure(f"{folder / 'sweep.csv'}: missing columns {', '.join(missing)} (expected those of cutedge sweep: "
                            f"{', '.join(ROW_FIELDS[:6])}, ...)")
     bounds = read_csv(folder / "bound.csv") if (folder / "bound.csv").exists() else []
-    hindsight = read_hindsight(folder / "hindsight.csv") if (folder / "hindsight.csv").exists() else None
+    hind_path = folder / "hindsight.csv"
+    hindsight = read_csv(hind_path, HINDSIGHT_REQUIRED) if hind_path.exists() else None
     if title is None:
         title = ""
         meta_path = folder / "sweep.json"

@@ -140,27 +140,6 @@ def _builtin(name: str) -> bool:
     return (configs_dir() / "experiments" / f"{name}.yaml").exists()
 
 
-def read_hindsight(path: Path) -> list[dict]:
-    """Rows of a hindsight.csv, numbers as floats (empty cells: NaN)."""
-    import csv
-
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        missing = {"trace", "latency_ms", "e_star_j_per_frame"} - set(reader.fieldnames or ())
-        if missing:
-            raise UsageFailure(f"{path}: missing columns {', '.join(sorted(missing))}")
-        rows = []
-        for lineno, raw in enumerate(reader, start=2):
-            row = dict(raw)
-            for k in ("latency_ms", "e_star_j_per_frame"):
-                try:
-                    row[k] = float(raw[k]) if raw[k] not in ("", None) else math.nan
-                except ValueError:
-                    raise UsageFailure(f"{path}: line {lineno}: {k}: not a number: {raw[k]!r}") from None
-            rows.append(row)
-    return rows
-
-
 def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True,
                 hindsight: list[dict] | None = None) -> dict:
     """Write sweep.csv, bound.csv, hindsight.csv (with ``hindsight``), sweep.json (with the

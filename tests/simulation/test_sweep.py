@@ -233,6 +233,14 @@ def test_sweep_and_plot_cli(tmp_path):
     (out / "bound.csv").unlink()  # the bound is optional for a redraw
     r = cutedge("plot", str(out), "--out", str(tmp_path / "again.png"))
     assert r.returncode == 0, r.stderr and (tmp_path / "again.png").exists()
+    # a hindsight.csv that cannot be used is one line naming the file, the line and the value
+    (out / "hindsight.csv").write_text("trace,latency_ms,e_star_j_per_frame\nt,100,zz\n")
+    r = cutedge("plot", str(out), "--out", str(tmp_path / "again.png"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "hindsight.csv: line 2: e_star_j_per_frame: not a number: 'zz'" in r.stderr, r.stderr
+    (out / "hindsight.csv").write_text("trace,latency_ms\nt,100\n")
+    r = cutedge("plot", str(out), "--out", str(tmp_path / "again.png"))
+    assert r.returncode == 2 and "hindsight.csv: missing columns e_star_j_per_frame" in r.stderr, r.stderr
 
 
 def test_default_config_sweeps_enough():
