@@ -101,10 +101,10 @@ def main() -> None:
     args = ap.parse_args()
 
     from controller.profiles import load_board
-    from simulation.traces import shared_traces_dir
     from dnn_split.models import parse_input_shape
     from dnn_split.partition import partition
     from dnn_split.profile import dump_profile, estimate_profile
+    from simulation.traces import shared_traces_dir
 
     trace = args.trace
     if trace is None:

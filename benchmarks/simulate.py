@@ -33,9 +33,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from controller.lyapunov import LyapunovConfig, LyapunovController  # noqa: E402
 from simulation.batchsim import Lane, simulate_batch  # noqa: E402
 from simulation.experiment import Experiment, TraceSpec, build_scenario  # noqa: E402
-from controller.lyapunov import LyapunovConfig, LyapunovController  # noqa: E402
 from simulation.simulator import simulate  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent

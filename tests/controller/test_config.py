@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from controller.config import ConfigError, configs_dir
-from simulation.experiment import load_experiment
 from controller.profiles import load_board, load_model, load_network
+from simulation.experiment import load_experiment
 
 BOARD = (configs_dir() / "boards" / "jetson-tx2.yaml").read_text()
 MODEL = (configs_dir() / "models" / "resnet50.yaml").read_text()

@@ -7,11 +7,11 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from simulation.experiment import Experiment, build_scenario, run_scenario
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel, tx_power_w
 from controller.policy import Observation, Outcome, check_policy
 from controller.profiles import Cut, ModelProfile, load_board, load_network
+from simulation.experiment import Experiment, build_scenario, run_scenario
 
 
 def random_profile(rng: np.random.Generator, n_cuts: int) -> ModelProfile:

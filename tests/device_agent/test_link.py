@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from simulation.traces import load_trace
 from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
+from simulation.traces import load_trace
 
 
 def _steps(rates_bps, step_s=1.0) -> CapacityCurve:

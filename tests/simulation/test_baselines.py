@@ -13,6 +13,10 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
+from controller.lyapunov import LyapunovConfig, LyapunovController
+from controller.model import SystemModel
+from controller.policy import Observation, check_policy
+from controller.profiles import Cut, ModelProfile, load_board, load_network
 from simulation.baselines import (
     BaselineOptions,
     CapacityEstimate,
@@ -29,10 +33,6 @@ from simulation.baselines import (
     parse_policies,
     static_best,
 )
-from controller.lyapunov import LyapunovConfig, LyapunovController
-from controller.model import SystemModel
-from controller.policy import Observation, check_policy
-from controller.profiles import Cut, ModelProfile, load_board, load_network
 from simulation.simulator import simulate
 
 INPUT, MID, OUT = 0, 1, 2

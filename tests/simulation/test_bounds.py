@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
+from controller.lyapunov import LyapunovConfig
 from simulation.baselines import V_POLICIES, controller_config, make_policy, static_best
 from simulation.batchsim import Lane, Schedule, simulate_batch
 from simulation.bounds import (
@@ -19,7 +20,6 @@ from simulation.bounds import (
     slot_radio_energy_j,
 )
 from simulation.experiment import Experiment, TraceSpec, build_scenario
-from controller.lyapunov import LyapunovConfig
 
 
 @pytest.fixture(scope="module")

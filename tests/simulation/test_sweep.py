@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
+from controller.lyapunov import LyapunovConfig, LyapunovController
+from controller.model import shannon_log2_k, tx_power_w
 from simulation.baselines import make_policy
 from simulation.batchsim import (
     Lane,
@@ -25,8 +27,6 @@ from simulation.batchsim import (
     tx_power_w_array,
 )
 from simulation.experiment import Experiment, TraceSpec, build_scenario
-from controller.lyapunov import LyapunovConfig, LyapunovController
-from controller.model import shannon_log2_k, tx_power_w
 from simulation.simulator import simulate
 from simulation.sweep import (
     BOUND_FIELDS,
