@@ -74,7 +74,7 @@ def check_decision(decision: Decision, obs: Observation, n_cuts: int, n_levels: 
         raise ValueError(f"rate_bps {r:g} exceeds capacity {obs.capacity_bps:g}")
 
 
-def check_policy(policy: Policy, n_cuts: int, n_levels: int, slot_s: float, seed: int = 0, slots: int = 200) -> None:
+def check_policy(policy: Policy, n_cuts: int, n_levels: int, seed: int = 0, slots: int = 200) -> None:
     """Conformance check for any policy: valid decisions on random states, deterministic after reset.
 
     Feeds the same random observations twice (with a reset in between) and requires the same

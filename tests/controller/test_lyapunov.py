@@ -166,7 +166,7 @@ def test_policy_contract_and_determinism(tx2_resnet50, tx2_resnet50_linear):
     for system in (tx2_resnet50, tx2_resnet50_linear):
         for cfg in (LyapunovConfig(), LyapunovConfig(V=1e3, energy_budget_w=5.0, throughput_floor_fps=5.0, latency_epsilon=0.5),
                     LyapunovConfig(dvfs=False, rate_control=False, virtual_queues=False)):
-            check_policy(LyapunovController(system, cfg), system.n_cuts, system.n_levels, system.slot_s)
+            check_policy(LyapunovController(system, cfg), system.n_cuts, system.n_levels)
 
 
 def test_ablation_flags_restrict_choices(tx2_resnet50):

@@ -198,7 +198,7 @@ def test_every_policy_obeys_the_contract(tiny, tx2_resnet50):
         st = static_best(system, np.full(n, 2e7), np.arange(0.05, n * system.slot_s, 0.1))
         for name in parse_policies("all") + ["fixed-rate"]:
             pol = make_policy(name, system, V=20.0, static=st)
-            check_policy(pol, system.n_cuts, system.n_levels, system.slot_s)
+            check_policy(pol, system.n_cuts, system.n_levels)
 
 
 def test_schedule_matches_live_decisions_and_never_peeks(tx2_resnet50):
