@@ -8,16 +8,21 @@ over the cut p, the GPU level f, the rate r and admission d. The problem separat
 
 - **(p, f)**: with n = min(Q_c + a_hat, tau/T_loc(p, f)) heads this slot (queued frames and the
   arrival estimate: frames arriving in a slot start in it), every pair is evaluated at once as one
-  matrix-vector product over seven precomputed rows (no Python loop per pair, no per-slot
+  matrix-vector product over eight precomputed rows (no Python loop per pair, no per-slot
   allocation). Idling the GPU is always a candidate.
 - **rate**: minimise ``V_E*P_tx(r) - w_r*r`` on [0, min(C, (Q_x + n*D)/tau)]: water-filling for
-  the Shannon power law (closed form, clipped), bang-bang for the linear one.
+  the Shannon power law (closed form, clipped), bang-bang for the linear one. When that sends
+  everything, the radio may go faster than ``bits/tau`` and finish early: the rate in
+  [bits/tau, C] minimising energy plus the frames' completion times (a Lambert-W closed form
+  under Shannon, the capacity under the linear law).
 - **multipliers** (on by default): the queue weights are offset by V times the long-run marginal
   energies of a frame (gamma_c, J/frame) and of a bit (gamma_x, J/bit), learnt online from the
   past slots (a multiplicative stochastic dual step of the stationary LP), so energy is saved
   without an O(V) backlog (Huang and Neely, IEEE TAC 2011).
 - **completion times** (omega = ``latency_weight_per_s``): a faster clock that finishes the same
-  frames earlier is worth something, and so is the time after the head (bits, RTT, tail).
+  frames earlier is worth something, and so is the time after the head (bits, RTT, tail); heads
+  run one after the other on the GPU and their bits leave one after the other on the uplink, so
+  the k-th frame of the slot waits for the k-1 before it on both.
 - **admission** (when switched on): admit iff ``Q_c < V*theta`` (theta: a frame's value in J).
 
 Units, and why they make V meaningful
@@ -48,6 +53,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from controller.model import LN2, SystemModel, shannon_log2_k
+from controller.ops import SCALAR
 from controller.policy import Decision, Observation, Outcome
 from controller.profiles import NetworkProfile
 
@@ -57,6 +63,8 @@ DEFAULT_V = 30.0
 PRICE_EVERY_SLOTS = 10
 """Decisions between two refreshes of the frame price (keeps the slot decision within budget)."""
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
+ROWS = 8
+"""Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, n(n+1)/2*T, n(n+1)/2*D."""
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,36 @@ def linear_send_gain(w_r, v_e, network: NetworkProfile, r_max):
     return (w_r - v_e * network.alpha_w_per_bps) * r_max - v_e * network.beta_w
 
 
+def lambert_w0(x, ops=SCALAR):
+    """The principal branch W0(x), x >= -1/e (``w*e^w = x``): three Halley steps from a start
+    close to it (the branch-point series below 0, Winitzki's approximation above); relative error
+    below 1e-8 over [-1/e, 1e250]. Written against ``ops``: one code for floats and for arrays."""
+    p = ops.sqrt(ops.maximum(ops.minimum(2.0 * (math.e * x + 1.0), 2.0), 0.0))
+    near = -1.0 + p * (1.0 + p * (-1.0 / 3.0 + p * (11.0 / 72.0)))
+    lg = ops.log1p(ops.maximum(x, 0.0))
+    w = ops.where(x < 0.0, near, lg * (1.0 - ops.log1p(lg) / (2.0 + lg)))
+    for _ in range(3):
+        ew = ops.exp(w)
+        f = w * ew - x
+        w1 = ops.maximum(w + 1.0, 1e-12)
+        w = w - f / (ew * w1 - (w + 2.0) * f / (2.0 * w1))
+    return ops.maximum(w, -1.0)
+
+
+def shannon_fast_rate(c_w, network: NetworkProfile, log2_k, ops=SCALAR):
+    """The rate r (bit/s, before clipping) where ``r*P'(r) - P(r) = c_w`` under the Shannon law.
+
+    Sending b bits at r >= b/tau costs ``v_e*b*P(r)/r`` of energy and ``omega*H/r`` of latency
+    (``H``: the frames' bits weighted by their place in the queue); its minimum over r has
+    ``r*P'(r) - P(r) = omega*H/(v_e*b) = c_w``. With ``P = (P_max/K)(2^(r/W) - 1)`` and
+    ``y = r*ln2/W`` that is ``e^y (y - 1) = c_w*K/P_max - 1``, so ``y = 1 + W0((c_w*K/P_max - 1)/e)``.
+    ``log2_k = log2(2^(C/W) - 1)`` (capped at 500: a rate above the capacity is clipped anyway).
+    """
+    k = ops.exp(LN2 * ops.minimum(log2_k, 500.0))
+    y = 1.0 + lambert_w0((c_w * k / network.max_power_w - 1.0) / math.e, ops)
+    return y * (network.bandwidth_hz / LN2)
+
+
 class LyapunovController:
     """Drift-plus-penalty controller for one device; pure numpy, no hardware.
 
@@ -217,15 +255,18 @@ class LyapunovController:
         self.tables = tables
         self._mu = tables.mu
         K = self._mu.size
-        # rows: n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T -> objective = w @ rows
-        # (the four rows that are n times a constant are made in one call)
-        self._rows = np.zeros((7, K))
+        # rows: n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T, n(n+1)/2*D
+        # -> objective = w @ rows (the rows that are n, or n(n+1)/2, times a constant are made in
+        # one call each)
+        self._rows = np.zeros((ROWS, K))
         self._rows[4] = tables.idle_j
-        self._w = np.zeros(7)
+        self._w = np.zeros(ROWS)
         self._per_head = np.ascontiguousarray(
             np.stack([tables.per_frame[0], tables.per_frame[1], tables.post_s, (tables.per_frame[1] > 0).astype(float)])
         )
+        self._half_queue = np.ascontiguousarray(0.5 * np.stack([tables.head_s, tables.per_frame[1]]))
         self._n = self._rows[5]
+        self._tri = np.zeros(K)
         self._supply0 = np.zeros(())
         self._obj = np.empty(K)
         self._idle_level = tables.idle_level
@@ -234,7 +275,6 @@ class LyapunovController:
         if not self._unit > 0:
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
         self._dmax = float(system.bits.max())
-        self._half_head = 0.5 * tables.head_s
         net = system.network
         self._shannon = net.model == "shannon"
         self._tau = tau
@@ -269,6 +309,7 @@ class LyapunovController:
         self._started = False
         self._last_queues = 0.0
         self._last_bits = 0.0     # bits per head at its cut
+        self._flow_bits = self._unit  # bits per frame of the last cut that sent any
         self._made_bits = 0.0
         self._cached_supply = -1.0
 
@@ -350,9 +391,10 @@ class LyapunovController:
             self._supply0[()] = supply  # a 0-d array operand is faster than a Python float
             _minimum(self._mu, self._supply0, out=n)
             _multiply(n, self._per_head, out=rows[0:4])
-            # completion time of n heads back to back: T*(1 + 2 + ... + n) for whole n
-            _multiply(n, n + 1.0, out=rows[6])
-            _multiply(rows[6], self._half_head, out=rows[6])
+            # completion times of n heads back to back, T*(1 + 2 + ... + n) for whole n, and of
+            # their bits sent one after the other, D/C*(1 + 2 + ... + n)
+            _multiply(n, n + 1.0, out=self._tri)
+            _multiply(self._tri, self._half_queue, out=rows[6:8])
             self._cached_supply = supply
         z_l = self.z_latency
         g_x = self.gamma_x
@@ -365,15 +407,16 @@ class LyapunovController:
         w_bits = qx / (unit * unit) + V * g_x  # weight of a bit on the uplink queue
         w = self._w
         w[0] = v_e
-        # a head's bits: queued (w_bits), sent at about the capacity (omega*D/C of latency)
+        # a head's bits are queued (w_bits) and sent at about the capacity, after the bits queued
+        # ahead of them (omega*Q_x/C) and those of the slot's earlier heads (the last row)
         c1 = capacity if capacity > 1.0 else 1.0
-        w[1] = w_bits + omega / c1 + z_l / self._dmax
+        w[1] = w_bits + z_l / self._dmax
         w[2] = omega
-        # an offloaded frame also waits for the bits queued ahead of it
         w[3] = omega * qx / c1
         w[4] = v_e
         w[5] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
         w[6] = omega
+        w[7] = omega / c1
         obj = self._obj
         _dot(w, rows, out=obj)
         k = int(obj.argmin())
@@ -384,22 +427,40 @@ class LyapunovController:
             head_bits = self._bits_list[k]
             made = (mu if mu < supply else supply) * head_bits
             self._last_bits = head_bits
+            if head_bits > 0.0:
+                self._flow_bits = head_bits
         else:
             level, process, made = self._idle_level, False, 0.0
             self._last_bits = 0.0
         # sending a bit a slot earlier saves omega*tau/B of latency
         w_r = w_bits + omega * tau / unit + z_l / self._dmax
-        rate = self._rate(capacity, qx + made, v_e, w_r)
+        log2_k = shannon_log2_k(capacity, self.system.network.bandwidth_hz) if (self._shannon and capacity > 0.0) else 0.0
+        bits = qx + made
+        rate = self._rate(capacity, bits, v_e, w_r, log2_k)
+        if rate > 0.0 and rate >= bits / tau and rate < capacity and cfg.rate_control:
+            rate = self._fast_rate(capacity, bits, v_e, log2_k)
         if self._mult:
             # what the multiplier alone would send this slot (the LP's rate at price gamma_x)
-            self._last_potential = self._rate(capacity, math.inf, 1.0, self._gx_fast) * tau
+            self._last_potential = self._rate(capacity, math.inf, 1.0, self._gx_fast, log2_k) * tau
         admit = True
         if cfg.admission_frame_value_j is not None:
             admit = qc < V * cfg.admission_frame_value_j
         self._last_queues = qc + qx
         return Decision(cut, level, rate, process, admit)
 
-    def _rate(self, capacity: float, bits: float, v_e: float, w_r: float) -> float:
+    def _fast_rate(self, capacity: float, bits: float, v_e: float, log2_k: float) -> float:
+        """The rate, in [bits/tau, C], that sends all of ``bits`` this slot at the least
+        ``v_e*bits*P(r)/r + omega*H/r``: energy against the frames' completion times, with
+        ``H = bits*(m + 1)/2`` for the m = bits/D frames they hold (the k-th leaves at k*D/r).
+        The capacity under the linear law (energy per bit falls with r) or at V_E = 0."""
+        if v_e <= 0.0 or not self._shannon:
+            return capacity
+        c_w = self._omega * (bits / self._flow_bits + 1.0) / (2.0 * v_e)
+        r = shannon_fast_rate(c_w, self.system.network, log2_k)
+        lo = bits / self._tau
+        return capacity if r >= capacity else (r if r > lo else lo)
+
+    def _rate(self, capacity: float, bits: float, v_e: float, w_r: float, log2_k: float) -> float:
         """argmin over r in [0, min(C, bits/tau)] of v_e*P_tx(r) - w_r*r (closed form)."""
         r_max = bits / self._tau
         if r_max > capacity:
@@ -414,7 +475,7 @@ class LyapunovController:
         if v_e <= 0.0:
             return r_max
         if self._shannon:
-            r = shannon_rate_bps(w_r, v_e, net, shannon_log2_k(capacity, net.bandwidth_hz))
+            r = shannon_rate_bps(w_r, v_e, net, log2_k)
             return 0.0 if r <= 0.0 else (r if r < r_max else r_max)
         # linear: v_e*(alpha*r + beta) - w_r*r for r > 0, 0 at r = 0
         return r_max if linear_send_gain(w_r, v_e, net, r_max) > 0.0 else 0.0

@@ -11,7 +11,7 @@ It is the same model, not a second one: every slot runs the simulator's own rule
 from :mod:`controller.lyapunov` (:func:`~controller.lyapunov.pair_tables`,
 :func:`~controller.lyapunov.bit_price_j_per_bit`, :func:`~controller.lyapunov.shannon_rate_bps`,
 :func:`~controller.lyapunov.linear_send_gain`), the objective is evaluated with ``np.matmul`` on
-the same seven rows, in the same order, as the scalar controller's ``np.dot``, and the per-frame
+the same eight rows, in the same order, as the scalar controller's ``np.dot``, and the per-frame
 times and summaries are built by the simulator's own functions. ``tests/simulation/test_sweep.py``
 checks that decisions and queues agree slot by slot with the scalar path.
 
@@ -36,15 +36,18 @@ import numpy as np
 from controller.lyapunov import (
     LN2,
     PRICE_EVERY_SLOTS,
+    ROWS,
     LyapunovConfig,
     bit_price_floor,
     bit_price_j_per_bit,
     linear_send_gain,
     pair_tables,
+    shannon_fast_rate,
     shannon_rate_bps,
 )
+from controller.ops import ARRAY
 from controller.model import SystemModel
-from simulation.dynamics import ARRAY, slot_step
+from simulation.dynamics import slot_step
 from simulation.simulator import SimResult, frame_times, summarize
 
 
@@ -125,7 +128,7 @@ class _LyapunovGroup:
         t = pair_tables(system, configs[0])
         self.pair_cut, self.pair_level = t.cut, t.level
         self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
-        self.half_head = 0.5 * t.head_s
+        self.half_queue = 0.5 * np.stack([t.head_s, t.per_frame[1]])
         self.premium = t.idle_j - t.idle_cost_j
         self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
         S, K = len(configs), t.mu.size
@@ -165,11 +168,13 @@ class _LyapunovGroup:
         self.any_mult = bool(self.mult.any())
         self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
-        # the scalar controller's rows, in its order: n*dE, n*D, n*post, n*1{D>0}, idle, n, completion
+        # the scalar controller's rows, in its order: n*dE, n*D, n*post, n*1{D>0}, idle, n,
+        # the heads' and the bits' completion times
         self.per_head = np.stack([t.per_frame[0], t.per_frame[1], t.post_s, (t.per_frame[1] > 0).astype(float)])
-        self.rows = np.zeros((S, 7, K))
+        self.rows = np.zeros((S, ROWS, K))
         self.rows[:, 4, :] = t.idle_j
-        self.W = np.zeros((S, 1, 7))
+        self.tri = np.zeros((S, K))
+        self.W = np.zeros((S, 1, ROWS))
         self.obj = np.empty((S, 1, K))
         self.lanes = np.arange(S)
         self.t = 0
@@ -191,6 +196,7 @@ class _LyapunovGroup:
         self.arrival_estimate = np.zeros(S)
         self.last_potential = np.zeros(S)
         self.last_bits = np.zeros(S)
+        self.flow_bits = self.unit.copy()
         self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
         self.t = 0
@@ -239,8 +245,8 @@ class _LyapunovGroup:
         n = rows[:, 5, :]
         np.minimum(self.mu, supply[:, None], out=n)
         np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
-        np.multiply(n, n + 1.0, out=rows[:, 6, :])
-        np.multiply(rows[:, 6, :], self.half_head, out=rows[:, 6, :])
+        np.multiply(n, n + 1.0, out=self.tri)
+        np.multiply(self.tri[:, None, :], self.half_queue, out=rows[:, 6:8, :])
         g_x = self.gamma_x
         if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
             self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)
@@ -249,12 +255,13 @@ class _LyapunovGroup:
         W = self.W
         c1 = np.where(cap > 1.0, cap, 1.0)
         W[:, 0, 0] = v_e
-        W[:, 0, 1] = w_bits + omega / c1 + z_l / self.dmax
+        W[:, 0, 1] = w_bits + z_l / self.dmax
         W[:, 0, 2] = omega
         W[:, 0, 3] = omega * qx / c1
         W[:, 0, 4] = v_e
         W[:, 0, 5] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
         W[:, 0, 6] = omega
+        W[:, 0, 7] = omega / c1
         np.matmul(W, rows, out=self.obj)
         obj = self.obj[:, 0, :]
         k = obj.argmin(axis=1)
@@ -266,9 +273,15 @@ class _LyapunovGroup:
         head_bits = np.where(process, self.bits[k], 0.0)
         made = np.where(process, np.minimum(mu_k, supply) * head_bits, 0.0)
         self.last_bits = head_bits
+        self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
         log2_k = None if self.log2_k is None else self.log2_k[t]
-        out_rate[sl] = self._rate(cap, (qx + made) / tau, v_e, w_r, log2_k)
+        bits = qx + made
+        rate = self._rate(cap, bits / tau, v_e, w_r, log2_k)
+        fast = (rate > 0.0) & (rate >= bits / tau) & (rate < cap) & self.rate_control
+        if fast.any():
+            rate = np.where(fast, self._fast_rate(cap, bits, v_e, log2_k), rate)
+        out_rate[sl] = rate
         if self.any_mult:
             pot = self._rate(cap, np.full(cap.shape, np.inf), np.ones(cap.shape), self.gx_fast, log2_k) * tau
             self.last_potential = np.where(self.mult, pot, 0.0)
@@ -277,6 +290,17 @@ class _LyapunovGroup:
         elif t == 0:
             out_admit[sl] = True
         self.last_queues = qc + qx
+
+    def _fast_rate(self, cap, bits, v_e, log2_k) -> np.ndarray:
+        """LyapunovController._fast_rate, lane by lane (the same function on arrays)."""
+        if not self.shannon:
+            return cap
+        pos = v_e > 0.0
+        c_w = self.omega * (bits / self.flow_bits + 1.0) / (2.0 * np.where(pos, v_e, 1.0))
+        with np.errstate(over="ignore", invalid="ignore"):
+            r = shannon_fast_rate(c_w, self.system.network, log2_k, ARRAY)
+        r = np.where(r >= cap, cap, np.maximum(r, bits / self.tau))
+        return np.where(pos, r, cap)
 
     def _rate(self, cap, bits_rate, v_e, w_r, log2_k) -> np.ndarray:
         """LyapunovController._rate, lane by lane (same formulas), with ``bits_rate`` = bits/tau."""

@@ -1,9 +1,10 @@
 """The slot dynamics of one device, written once for floats and for numpy arrays.
 
 :func:`slot_step` advances the device queue, the GPU and the uplink by one slot. The scalar
-simulator (:func:`simulation.simulator.simulate`) calls it on Python numbers with :data:`SCALAR`;
-the batched engine (:func:`simulation.batchsim.simulate_batch`) calls the same function on
-arrays of shape (S,) over S scenarios with :data:`ARRAY`. There is no second copy of the rules.
+simulator (:func:`simulation.simulator.simulate`) calls it on Python numbers with
+:data:`~controller.ops.SCALAR`; the batched engine (:func:`simulation.batchsim.simulate_batch`)
+calls the same function on arrays of shape (S,) over S scenarios with
+:data:`~controller.ops.ARRAY`. There is no second copy of the rules.
 
 The slot, with offsets in seconds from its start (``tau`` long):
 
@@ -29,20 +30,12 @@ simulator rebuilds them after the run from the per-slot records (:func:`head_don
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 
+from controller.ops import ARRAY, SCALAR
 
-def _where(cond, a, b):
-    return a if cond else b
-
-
-SCALAR = SimpleNamespace(where=_where, minimum=min, maximum=max, floor=math.floor)
-"""Operations on Python numbers (one scenario)."""
-
-ARRAY = SimpleNamespace(where=np.where, minimum=np.minimum, maximum=np.maximum, floor=np.floor)
-"""The same operations on numpy arrays (a batch of scenarios)."""
+__all__ = ["ARRAY", "SCALAR", "head_done_times", "sent_times", "slot_step"]
 
 
 def slot_step(ops, tau, T, D, switch, act, rate, queued, progress, qx, offsets, n_arrivals, admit, buffer):
