@@ -48,6 +48,7 @@ Virtual queues (each on only when its constraint is configured):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left as _bisect_left
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -57,7 +58,7 @@ from controller.ops import SCALAR
 from controller.policy import Decision, Observation, Outcome
 from controller.profiles import NetworkProfile
 
-_minimum, _multiply, _dot = np.minimum, np.multiply, np.dot
+_multiply, _dot = np.multiply, np.dot
 
 DEFAULT_V = 30.0
 PRICE_EVERY_SLOTS = 10
@@ -119,7 +120,7 @@ class PairTables:
     both evaluate the same rows in the same order and break ties the same way.
     """
 
-    cut: np.ndarray        # (K,) cut index of each pair (cut-major order)
+    cut: np.ndarray        # (K,) cut index of each pair (pairs by ascending mu, ties cut-major)
     level: np.ndarray      # (K,) GPU level index of each pair
     mu: np.ndarray         # (K,) heads one slot can finish (BIG_RATE for a zero-time head)
     per_frame: np.ndarray  # (2, K) per head: extra energy dE (J), bits D (bit)
@@ -156,14 +157,17 @@ def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
     net = system.network
     post = np.where(bits > 0, net.rtt_s + system.tail_s[pair_cut] + system.result_bits / net.downlink_bps, 0.0)
     best_idle = levels[np.argmin(system.idle_w[levels])]
+    # by ascending mu: the pairs a slot's supply s saturates (mu < s) are then a prefix
+    # (LyapunovController.decide evaluates the two parts with one product each)
+    o = np.argsort(mu, kind="stable")
     return PairTables(
-        cut=pair_cut,
-        level=pair_level,
-        mu=np.ascontiguousarray(mu),
-        per_frame=np.ascontiguousarray(np.stack([dE, bits])),
-        head_s=np.ascontiguousarray(head),
-        post_s=np.ascontiguousarray(post),
-        idle_j=np.ascontiguousarray(tau * system.idle_w[pair_level]),
+        cut=pair_cut[o],
+        level=pair_level[o],
+        mu=np.ascontiguousarray(mu[o]),
+        per_frame=np.ascontiguousarray(np.stack([dE[o], bits[o]])),
+        head_s=np.ascontiguousarray(head[o]),
+        post_s=np.ascontiguousarray(post[o]),
+        idle_j=np.ascontiguousarray(tau * system.idle_w[pair_level[o]]),
         idle_level=int(best_idle),
         idle_cost_j=tau * float(system.idle_w[best_idle]),
     )
@@ -255,20 +259,25 @@ class LyapunovController:
         self.tables = tables
         self._mu = tables.mu
         K = self._mu.size
-        # rows: n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T, n(n+1)/2*D
-        # -> objective = w @ rows (the rows that are n, or n(n+1)/2, times a constant are made in
-        # one call each)
-        self._rows = np.zeros((ROWS, K))
-        self._rows[4] = tables.idle_j
+        # the objective of a pair running n heads is w @ rows(n), with the ROWS rows
+        # n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T, n(n+1)/2*D  (n = min(mu, s)).
+        # Pairs come by ascending mu, so for a supply s the pairs with mu < s (n = mu: their
+        # rows are constants, `_at_mu`) are a prefix and the rest have n = s: their objective is
+        # (w * scale(s)) @ unit rows. Two mat-vec products a slot, no per-pair arithmetic.
+        dE, D = tables.per_frame
+        unit_rows = np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j, np.ones(K),
+                              0.5 * tables.head_s, 0.5 * D])
+        mu = tables.mu
+        scale_mu = np.stack([mu, mu, mu, mu, np.ones(K), mu, mu * (mu + 1.0), mu * (mu + 1.0)])
+        self._unit_rows = np.ascontiguousarray(unit_rows)
+        self._at_mu = np.ascontiguousarray(unit_rows * scale_mu)
         self._w = np.zeros(ROWS)
-        self._per_head = np.ascontiguousarray(
-            np.stack([tables.per_frame[0], tables.per_frame[1], tables.post_s, (tables.per_frame[1] > 0).astype(float)])
-        )
-        self._half_queue = np.ascontiguousarray(0.5 * np.stack([tables.head_s, tables.per_frame[1]]))
-        self._n = self._rows[5]
-        self._tri = np.zeros(K)
-        self._supply0 = np.zeros(())
+        self._ws = np.zeros(ROWS)
+        self._scale = np.ones(ROWS)
         self._obj = np.empty(K)
+        # views of the two parts for every split j (no slicing in the hot path)
+        self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
+        self._K = K
         self._idle_level = tables.idle_level
         self._idle_cost = tables.idle_cost_j
         self._unit = float(config.queue_unit_bits or system.bits[0])
@@ -311,7 +320,6 @@ class LyapunovController:
         self._last_bits = 0.0     # bits per head at its cut
         self._flow_bits = self._unit  # bits per frame of the last cut that sent any
         self._made_bits = 0.0
-        self._cached_supply = -1.0
 
     @property
     def virtual_queues(self) -> dict[str, float]:
@@ -385,17 +393,6 @@ class LyapunovController:
         omega = self._omega
         tau = self._tau
         supply = qc + self.arrival_estimate  # frames the slot can work on: queued and arriving
-        rows = self._rows
-        if supply != self._cached_supply:
-            n = self._n
-            self._supply0[()] = supply  # a 0-d array operand is faster than a Python float
-            _minimum(self._mu, self._supply0, out=n)
-            _multiply(n, self._per_head, out=rows[0:4])
-            # completion times of n heads back to back, T*(1 + 2 + ... + n) for whole n, and of
-            # their bits sent one after the other, D/C*(1 + 2 + ... + n)
-            _multiply(n, n + 1.0, out=self._tri)
-            _multiply(self._tri, self._half_queue, out=rows[6:8])
-            self._cached_supply = supply
         z_l = self.z_latency
         g_x = self.gamma_x
         if self._mult:
@@ -417,8 +414,20 @@ class LyapunovController:
         w[5] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
         w[6] = omega
         w[7] = omega / c1
+        # completion times: n heads back to back, T*(1 + 2 + ... + n) for whole n, and their
+        # bits sent one after the other, D/C*(1 + 2 + ... + n)
+        j = _bisect_left(self._mu_list, supply)
+        at_mu, obj_sat, unit_rows, obj_free = self._parts[j]
+        if j:
+            _dot(w, at_mu, out=obj_sat)
+        if j < self._K:
+            sc = self._scale
+            sc[0:4] = supply
+            sc[5] = supply
+            sc[6:8] = supply * (supply + 1.0)
+            _multiply(w, sc, out=self._ws)
+            _dot(self._ws, unit_rows, out=obj_free)
         obj = self._obj
-        _dot(w, rows, out=obj)
         k = int(obj.argmin())
         cut = self._cut_list[k]
         if supply > 0.0 and obj.item(k) < v_e * self._idle_cost:
