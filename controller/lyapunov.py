@@ -415,7 +415,8 @@ class LyapunovController:
         w[6] = omega
         w[7] = omega / c1
         # completion times: n heads back to back, T*(1 + 2 + ... + n) for whole n, and their
-        # bits sent one after the other, D/C*(1 + 2 + ... + n)
+        # bits sent one after the other, D/C*(1 + 2 + ... + n); where the supply s = Q_c + a_hat
+        # is not saturated (n = s), the a_hat arriving frames each take T from their arrival
         j = _bisect_left(self._mu_list, supply)
         at_mu, obj_sat, unit_rows, obj_free = self._parts[j]
         if j:
@@ -424,7 +425,10 @@ class LyapunovController:
             sc = self._scale
             sc[0:4] = supply
             sc[5] = supply
-            sc[6:8] = supply * (supply + 1.0)
+            # heads: the queued frames back to back, then each arrival T after it comes (the GPU
+            # has caught up by then); bits: the slot's heads' bits one after the other
+            sc[6] = qc * (qc + 1.0) + 2.0 * self.arrival_estimate
+            sc[7] = supply * (supply + 1.0)
             _multiply(w, sc, out=self._ws)
             _dot(self._ws, unit_rows, out=obj_free)
         obj = self._obj

@@ -246,7 +246,10 @@ class _LyapunovGroup:
         np.minimum(self.mu, supply[:, None], out=n)
         np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
         np.multiply(n, n + 1.0, out=self.tri)
-        np.multiply(self.tri[:, None, :], self.half_queue, out=rows[:, 6:8, :])
+        np.multiply(self.tri, self.half_queue[1], out=rows[:, 7, :])
+        # unsaturated pairs (mu >= s): the queued heads back to back, each arrival T after it comes
+        free = (qc * (qc + 1.0) + 2.0 * self.arrival_estimate)[:, None]
+        np.multiply(np.where(self.mu[None, :] >= supply[:, None], free, self.tri), self.half_queue[0], out=rows[:, 6, :])
         g_x = self.gamma_x
         if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
             self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)

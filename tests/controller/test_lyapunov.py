@@ -51,6 +51,9 @@ def pair_terms(system: SystemModel, ctl: LyapunovController, obs: Observation, p
     supply = qc + ctl.arrival_estimate
     T = float(system.head_s[p, f])
     n = min(supply, tau / T) if T > 0 else supply
+    # n heads back to back (1 + 2 + ... + n), unless the pair has room for the whole supply: then
+    # the queued frames back to back and each arriving frame T after its arrival
+    heads = n * (n + 1) / 2 if n < supply else qc * (qc + 1) / 2 + ctl.arrival_estimate
     D = float(system.bits[p])
     dE = T * float(system.busy_w[f] - system.idle_w[f])
     post = net.rtt_s + float(system.tail_s[p]) + system.result_bits / net.downlink_bps if D > 0 else 0.0
@@ -61,7 +64,7 @@ def pair_terms(system: SystemModel, ctl: LyapunovController, obs: Observation, p
         v_e * (n * dE + tau * float(system.idle_w[f]))
         + (w_bits + ctl.z_latency / dmax) * n * D
         - frame_weight * n
-        + omega * T * n * (n + 1) / 2          # completion times of n heads back to back
+        + omega * T * heads                     # completion times of the heads
         + omega * (D / c1) * n * (n + 1) / 2   # and of their bits, sent one after the other
         + omega * n * post                      # RTT, tail and the result's trip
         + omega * (qx / c1) * n * (D > 0)       # waiting behind the bits already queued
