@@ -76,9 +76,9 @@ def main() -> None:
         for t in range(args.slots)
     ]
     # the two must agree before their times mean anything: the reference is the objective
-    # without its multiplier, latency and arrival-phase terms, so check the controller with those off
+    # without its multiplier and latency terms, so check the controller with those switched off
     # (the timed controller below is the default, with every term)
-    textbook = LyapunovController(system, LyapunovConfig(V=50.0, multipliers=False, latency_weight_per_s=0.0, arrival_phase=False))
+    textbook = LyapunovController(system, LyapunovConfig(V=50.0, multipliers=False, latency_weight_per_s=0.0))
     for s in states[:500]:
         d = textbook.decide(s)
         if d.process:

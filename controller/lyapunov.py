@@ -48,6 +48,7 @@ Virtual queues (each on only when its constraint is configured):
 from __future__ import annotations
 
 import math
+from bisect import bisect_left as _bisect_left
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -57,17 +58,14 @@ from controller.ops import SCALAR
 from controller.policy import Decision, Observation, Outcome
 from controller.profiles import NetworkProfile
 
-_multiply, _dot, _add, _minimum, _less, _copyto = np.multiply, np.dot, np.add, np.minimum, np.less, np.copyto
+_multiply, _dot = np.multiply, np.dot
 
 DEFAULT_V = 30.0
 PRICE_EVERY_SLOTS = 10
 """Decisions between two refreshes of the frame price (keeps the slot decision within budget)."""
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
 ROWS = 8
-"""Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, H(n)*T, n(n+1)/2*D."""
-FRAME_MARGIN = 0.05
-"""Frames: how far the frame's weight sits above the cheapest way to serve it now (a frame that
-can be served is, rather than tying with an idle GPU)."""
+"""Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, n(n+1)/2*T, n(n+1)/2*D."""
 
 
 @dataclass(frozen=True)
@@ -91,7 +89,6 @@ class LyapunovConfig:
     multiplier_window_slots: float = 30.0
     latency_weight_per_s: float | None = None
     arrival_ewma: float = 0.1
-    arrival_phase: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.V) and self.V >= 0):
@@ -263,28 +260,23 @@ class LyapunovController:
         self._mu = tables.mu
         K = self._mu.size
         # the objective of a pair running n heads is w @ rows(n), with the ROWS rows
-        # n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, H(n)*T, n(n+1)/2*D  (n = min(mu, s_k))
+        # n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T, n(n+1)/2*D  (n = min(mu, s)).
+        # Pairs come by ascending mu, so for a supply s the pairs with mu < s (n = mu: their
+        # rows are constants, `_at_mu`) are a prefix and the rest have n = s: their objective is
+        # (w * scale(s)) @ unit rows. Two mat-vec products a slot, no per-pair arithmetic.
         dE, D = tables.per_frame
-        self._unit_rows = np.ascontiguousarray(np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j,
-                                                         np.ones(K), 0.5 * tables.head_s, 0.5 * D]))
-        self._per_head = np.ascontiguousarray(self._unit_rows[0:4].copy())
-        self._rows = np.zeros((ROWS, K))
-        self._rows[4] = tables.idle_j
+        unit_rows = np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j, np.ones(K),
+                              0.5 * tables.head_s, 0.5 * D])
+        mu = tables.mu
+        scale_mu = np.stack([mu, mu, mu, mu, np.ones(K), mu, mu * (mu + 1.0), mu * (mu + 1.0)])
+        self._unit_rows = np.ascontiguousarray(unit_rows)
+        self._at_mu = np.ascontiguousarray(unit_rows * scale_mu)
         self._w = np.zeros(ROWS)
-        # the frame price's rows: the unit rows and the keep-up penalty (0 or inf, weight 1)
-        self._price_rows = np.zeros((ROWS + 1, K))
-        self._price_rows[:ROWS] = self._unit_rows
-        self._u = np.zeros(ROWS + 1)
-        self._u[ROWS] = 1.0
+        self._ws = np.zeros(ROWS)
+        self._scale = np.ones(ROWS)
         self._obj = np.empty(K)
-        self._cost = np.empty(K)
-        with np.errstate(divide="ignore"):
-            self._inv_head = np.where(tables.head_s > 0, 1.0 / np.where(tables.head_s > 0, tables.head_s, 1.0), np.inf)
-        self._phi_a = np.zeros(K)   # a_hat * phi: the arrivals each pair runs in their slot
-        self._two_phi_a = np.zeros(K)
-        self._s = np.empty(K)
-        self._sat = np.empty(K, dtype=bool)
-        self._ht = np.empty((2, K))  # completion weights of the heads and of the bits
+        # views of the two parts for every split j (no slicing in the hot path)
+        self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
         self._K = K
         self._idle_level = tables.idle_level
         self._idle_cost = tables.idle_cost_j
@@ -317,7 +309,7 @@ class LyapunovController:
         self.z_energy = 0.0
         self.z_throughput = 0.0
         self.z_latency = 0.0
-        self.gamma_c = 0.0  # J/frame: what serving a frame costs now, in joules of objective
+        self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (_refresh_frame_price)
         self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
         self._gx_fast = 0.0  # the price the dual steps move; gamma_x is its window average
         self._price_age = PRICE_EVERY_SLOTS - 1  # the first decision computes it
@@ -327,8 +319,6 @@ class LyapunovController:
         self._last_queues = 0.0
         self._last_bits = 0.0     # bits per head at its cut
         self._flow_bits = self._unit  # bits per frame of the last cut that sent any
-        self.arrival_phase_s = self._tau  # head time an arrival gets in the slot it comes in
-        self._last_run = None  # (Q_c, T, mu) of the last slot's heads, None if it idled
         self._made_bits = 0.0
 
     @property
@@ -374,35 +364,16 @@ class LyapunovController:
         alpha = self.config.arrival_ewma
         self.arrival_estimate += alpha * (arrivals - self.arrival_estimate)
 
-    def _refresh_keep(self) -> None:
-        """The pairs that alone keep up with the arrival estimate (mu >= a_hat): the frame's price
-        is the cheapest of them (a slow clock that cannot keep up is no steady way to serve).
-        ``decide`` refreshes it every ``PRICE_EVERY_SLOTS`` decisions (the estimate moves slowly)."""
-        keep = self._mu >= self.arrival_estimate
-        self._price_rows[ROWS] = np.where(keep, 0.0, np.inf) if keep.any() else 0.0
-
-    def _refresh_phase(self) -> None:
-        """a_hat * phi per pair, phi = min(1, arrival_phase_s / T) (1 at cut 0)."""
-        phi = np.minimum(self._inv_head * self.arrival_phase_s, 1.0) if self.config.arrival_phase else np.ones(self._K)
-        np.multiply(phi, self.arrival_estimate, out=self._phi_a)
-        np.multiply(self._phi_a, 2.0, out=self._two_phi_a)
-
-    def _learn_phase(self, qc: float, arrivals: float) -> None:
-        """Fold the last slot into the head time an arriving frame gets in its own slot: the work
-        the slot did on its arrivals (all it did, less the queued frames it ran first) over the
-        head time of its pair. Frames arrive when the camera says, not at the slot's start, so a
-        head that starts on an arrival may run into the next slot whatever the clock."""
-        run = self._last_run
-        if run is None or arrivals <= 0.0:
-            return
-        lq, T, mu = run
-        if T <= 0.0:
-            return
-        frac = (lq + arrivals - qc - (lq if lq < mu else mu)) / arrivals
-        rho = self.arrival_phase_s
-        x = (rho if rho > T else T) if frac >= 0.999 else (frac if frac > 0.0 else 0.0) * T
-        rho += self.config.arrival_ewma * (x - rho)
-        self.arrival_phase_s = rho if rho > 1e-6 else 1e-6
+    def _refresh_frame_price(self) -> None:
+        """gamma_c (J/frame): a frame's marginal energy at the bit price gamma_x, the least per-head
+        energy ``dE + gamma_x*D`` (plus the GPU's idle premium at that level, shared by the slot's
+        frames) over the pairs that alone keep up with the arrival estimate. ``decide`` refreshes
+        it every ``PRICE_EVERY_SLOTS`` decisions (the prices it follows move slowly)."""
+        lam = self.arrival_estimate
+        share = lam if lam > 0.05 else 0.05
+        c = self._dE + self.gamma_x * self._bits_row + self._premium / share
+        keep = self._mu >= lam
+        self.gamma_c = float(c[keep].min()) if keep.any() else float(c.min())
 
     def decide(self, obs: Observation) -> Decision:
         # The hot path: scalars in plain Python, the pair search in a few numpy calls on
@@ -414,8 +385,6 @@ class LyapunovController:
             qx = 0.0
         self._learn(float(arrivals), capacity)
         cfg = self.config
-        if cfg.arrival_phase:
-            self._learn_phase(qc, float(arrivals))
         unit = self._unit
         V = cfg.V
         v_e = V
@@ -423,77 +392,58 @@ class LyapunovController:
             v_e += self.z_energy / self._budget_slot_j
         omega = self._omega
         tau = self._tau
-        a_hat = self.arrival_estimate
-        supply = qc + a_hat  # frames the slot can work on: queued and arriving
+        supply = qc + self.arrival_estimate  # frames the slot can work on: queued and arriving
         z_l = self.z_latency
         g_x = self.gamma_x
-        mult = self._mult
-        if mult:
+        if self._mult:
             self._price_age += 1
             if self._price_age >= PRICE_EVERY_SLOTS:
                 self._price_age = 0
-                self._refresh_keep()
-        self._refresh_phase()
+                self._refresh_frame_price()
+        g_c = self.gamma_c
         w_bits = qx / (unit * unit) + V * g_x  # weight of a bit on the uplink queue
-        c1 = capacity if capacity > 1.0 else 1.0
         w = self._w
         w[0] = v_e
         # a head's bits are queued (w_bits) and sent at about the capacity, after the bits queued
         # ahead of them (omega*Q_x/C) and those of the slot's earlier heads (the last row)
+        c1 = capacity if capacity > 1.0 else 1.0
         w[1] = w_bits + z_l / self._dmax
         w[2] = omega
         w[3] = omega * qx / c1
         w[4] = v_e
+        w[5] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
         w[6] = omega
         w[7] = omega / c1
-        if mult:
-            # the frame's price: the cheapest way to serve one frame now (its energy at V_E, its
-            # bits at their weight, its latency, its share of the level's idle premium) over the
-            # pairs that keep up, plus a margin; the front frame's unfinished part is no backlog
-            lam = a_hat if a_hat > 0.05 else 0.05
-            u = self._u
-            u[0:4] = w[0:4]
-            u[4] = v_e / lam
-            u[6] = 2.0 * omega
-            u[7] = 2.0 * omega / c1
-            cost = self._cost
-            _dot(u, self._price_rows, out=cost)
-            price = float(cost.min()) - v_e * self._idle_cost / lam + FRAME_MARGIN
-            self.gamma_c = price / V if V > 0.0 else 0.0
-            w[5] = -(math.floor(qc + 1e-9) + price + self.z_throughput + z_l)
-        else:
-            w[5] = -(qc + omega * tau + self.z_throughput + z_l)
-        # heads this slot at each pair: n = min(mu, Q_c + a_hat*phi), phi the share of an arriving
-        # frame's head its own slot can run (arrival_phase_s / T, at most 1; 1 at cut 0)
-        sk, n, sat, ht = self._s, self._rows[5], self._sat, self._ht
-        _add(self._phi_a, qc, out=sk)
-        _minimum(self._mu, sk, out=n)
-        _less(self._mu, sk, out=sat)
-        _multiply(n, self._per_head, out=self._rows[0:4])
-        # completion times (doubled: the unit rows hold T/2 and D/2): bits sent one after the
-        # other, n(n+1); heads back to back, n(n+1), where the pair is saturated, else the queued
-        # frames back to back and each arrival T after it comes, Q(Q+1) + 2*a_hat*phi
-        tri = ht[1]
-        _add(n, 1.0, out=tri)
-        _multiply(tri, n, out=tri)
-        _add(self._two_phi_a, qc * (qc + 1.0), out=ht[0])
-        _copyto(ht[0], tri, where=sat)
-        _multiply(ht, self._unit_rows[6:8], out=self._rows[6:8])
-        _dot(w, self._rows, out=self._obj)
+        # completion times: n heads back to back, T*(1 + 2 + ... + n) for whole n, and their
+        # bits sent one after the other, D/C*(1 + 2 + ... + n); where the supply s = Q_c + a_hat
+        # is not saturated (n = s), the a_hat arriving frames each take T from their arrival
+        j = _bisect_left(self._mu_list, supply)
+        at_mu, obj_sat, unit_rows, obj_free = self._parts[j]
+        if j:
+            _dot(w, at_mu, out=obj_sat)
+        if j < self._K:
+            sc = self._scale
+            sc[0:4] = supply
+            sc[5] = supply
+            # heads: the queued frames back to back, then each arrival T after it comes (the GPU
+            # has caught up by then); bits: the slot's heads' bits one after the other
+            sc[6] = qc * (qc + 1.0) + 2.0 * self.arrival_estimate
+            sc[7] = supply * (supply + 1.0)
+            _multiply(w, sc, out=self._ws)
+            _dot(self._ws, unit_rows, out=obj_free)
         obj = self._obj
         k = int(obj.argmin())
         cut = self._cut_list[k]
         if supply > 0.0 and obj.item(k) < v_e * self._idle_cost:
             level, process = self._level_list[k], True
+            mu = self._mu_list[k]
             head_bits = self._bits_list[k]
-            made = n.item(k) * head_bits
-            self._last_run = (qc, self.tables.head_s.item(k), self._mu_list[k])
+            made = (mu if mu < supply else supply) * head_bits
             self._last_bits = head_bits
             if head_bits > 0.0:
                 self._flow_bits = head_bits
         else:
             level, process, made = self._idle_level, False, 0.0
-            self._last_run = None
             self._last_bits = 0.0
         # sending a bit a slot earlier saves omega*tau/B of latency
         w_r = w_bits + omega * tau / unit + z_l / self._dmax
