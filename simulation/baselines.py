@@ -3,9 +3,10 @@
 Every baseline is a :class:`~controller.policy.Policy`. Unless its docstring says otherwise a
 baseline runs heads whenever frames wait, admits every frame, and sends whatever is queued as
 fast as the link and the policy contract allow, ``r = min(C(t), Q_x/slot_s)``: it has no rate
-control. (The contract caps r at the bits queued at the start of the slot divided by the slot,
-so a small backlog is sent over the whole slot at a lower rate; under the Shannon power law this
-is the cheaper way to send it, under the linear law the radio pays ``beta`` for longer.) Baselines that need the
+control. (That rule sends the bits queued at the start of the slot over the whole slot, so a
+small backlog goes at a lower rate, and bits a head makes during the slot wait for the next one;
+under the Shannon power law this is the cheaper way to send it, under the linear law the radio
+pays ``beta`` for longer. The controller may go faster and finish early: docs/controller.md.) Baselines that need the
 link's capacity to choose a cut use an **estimate from past slots only** (:class:`CapacityEstimate`:
 the harmonic mean of the last few slots' capacity, as Neurosurgeon's bandwidth monitor and
 MPC-style bit-rate adaptation do); none of them reads the current or a future slot of the trace.
