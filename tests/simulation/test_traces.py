@@ -184,7 +184,8 @@ def _brute_slot_means(widths, rates, slot_s, n_slots):
 @settings(max_examples=150, deadline=None)
 @given(
     segments=st.lists(
-        st.tuples(st.floats(0.01, 10.0), st.floats(0.0, 1e9)), min_size=1, max_size=12
+        # rates of 0 or at least 1 mbit/s: a subnormal rate makes the tolerance underflow to 0
+        st.tuples(st.floats(0.01, 10.0), st.one_of(st.just(0.0), st.floats(1e-3, 1e9))), min_size=1, max_size=12
     ),
     slot_s=st.floats(0.005, 15.0),
     n_slots=st.integers(0, 60),
