@@ -7,9 +7,9 @@ Each slot it minimises (DESIGN section 3, ``docs/controller.md`` for every term)
 over the cut p, the GPU level f, the rate r and admission d. The problem separates:
 
 - **(p, f)**: with n = min(Q_c + a_hat, tau/T_loc(p, f)) heads this slot (queued frames and the
-  arrival estimate: frames arriving in a slot start in it), every pair is evaluated at once as one
-  matrix-vector product over eight precomputed rows (no Python loop per pair, no per-slot
-  allocation). Idling the GPU is always a candidate.
+  arrival estimate: frames arriving in a slot start in it), every pair is evaluated at once by
+  two matrix-vector products over eight precomputed rows (the pairs the supply saturates, then
+  the rest; no Python loop per pair, no per-slot allocation). Idling the GPU is always a candidate.
 - **rate**: minimise ``V_E*P_tx(r) - w_r*r`` on [0, min(C, (Q_x + n*D)/tau)]: water-filling for
   the Shannon power law (closed form, clipped), bang-bang for the linear one. When that sends
   everything, the radio may go faster than ``bits/tau`` and finish early: the rate in
@@ -65,7 +65,8 @@ PRICE_EVERY_SLOTS = 10
 """Decisions between two refreshes of the frame price (keeps the slot decision within budget)."""
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
 ROWS = 8
-"""Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, n(n+1)/2*T, n(n+1)/2*D."""
+"""Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, H*T, n(n+1)/2*D, with
+H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat for the others."""
 
 
 @dataclass(frozen=True)
@@ -259,8 +260,7 @@ class LyapunovController:
         self.tables = tables
         self._mu = tables.mu
         K = self._mu.size
-        # the objective of a pair running n heads is w @ rows(n), with the ROWS rows
-        # n*dE, n*D, n*post, n*1{D>0}, tau*P_idle, n, n(n+1)/2*T, n(n+1)/2*D  (n = min(mu, s)).
+        # the objective of a pair running n heads is w @ rows(n), with the ROWS rows (n = min(mu, s))
         # Pairs come by ascending mu, so for a supply s the pairs with mu < s (n = mu: their
         # rows are constants, `_at_mu`) are a prefix and the rest have n = s: their objective is
         # (w * scale(s)) @ unit rows. Two mat-vec products a slot, no per-pair arithmetic.

@@ -45,8 +45,8 @@ from controller.lyapunov import (
     shannon_fast_rate,
     shannon_rate_bps,
 )
-from controller.ops import ARRAY
 from controller.model import SystemModel
+from controller.ops import ARRAY
 from simulation.dynamics import slot_step
 from simulation.simulator import SimResult, frame_times, summarize
 
