@@ -78,7 +78,7 @@ def main() -> None:
     # the two must agree before their times mean anything: the reference is the objective
     # without its multiplier and latency terms, so check the controller with those switched off
     # (the timed controller below is the default, with every term)
-    textbook = LyapunovController(system, LyapunovConfig(V=50.0, multipliers=False, latency_weight_per_s=0.0))
+    textbook = LyapunovController(system, LyapunovConfig(V=50.0, multipliers=False, latency_weight_per_s=0.0, arrival_phase=False))
     for s in states[:500]:
         d = textbook.decide(s)
         if d.process:

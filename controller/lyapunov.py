@@ -66,7 +66,10 @@ PRICE_EVERY_SLOTS = 10
 BIG_RATE = 1e12  # frames a slot for a zero-time head (cut 0): limited by the queue only
 ROWS = 8
 """Rows of the pair objective: n*dE, n*D, n*post, n*1{D>0}, idle, n, H*T, n(n+1)/2*D, with
-H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat for the others."""
+H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat*phi for the others."""
+FRAME_MARGIN = 0.05
+"""How far a frame's weight sits above the cheapest way to serve it now (objective units), so a
+frame that can be served is, rather than tying with an idle GPU."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class LyapunovConfig:
     multiplier_window_slots: float = 30.0
     latency_weight_per_s: float | None = None
     arrival_ewma: float = 0.1
+    arrival_phase: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.V) and self.V >= 0):
@@ -172,6 +176,34 @@ def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
         idle_level=int(best_idle),
         idle_cost_j=tau * float(system.idle_w[best_idle]),
     )
+
+
+@dataclass(frozen=True, eq=False)
+class PriceTables:
+    """What a frame's price is computed from (shared by the controller and the batch engine).
+
+    Serving one frame at pair k costs ``A_k + omega*D_k/C`` with ``A_k`` the product of the rows
+    (head energy, idle premium, head + trip + tail time, bits) with (V_E, V_E/lambda, omega, bit
+    price); the pairs are grouped by bits (``order``, group ``starts``), one slope per group."""
+
+    order: np.ndarray   # (K,) pair indices by ascending bits (ties by pair index)
+    starts: np.ndarray  # (G,) first position of each group of equal bits in ``order``
+    bits: np.ndarray    # (G,) the group's bits per head
+    rows: np.ndarray    # (4, K) dE, idle premium, latency (s), bits of the pairs in ``order``
+    cap: tuple[float, float, float]  # (dE max, premium max, latency max): price <= v_e*(e + i/lam) + omega*l
+
+
+def price_tables(tables: PairTables, slot_s: float) -> PriceTables:
+    dE, D = tables.per_frame
+    K = D.size
+    order = np.lexsort((np.arange(K), D))
+    sb = D[order]
+    starts = np.flatnonzero(np.concatenate([[True], sb[1:] != sb[:-1]]))
+    premium = tables.idle_j - tables.idle_cost_j
+    latency = tables.post_s + tables.head_s
+    rows = np.ascontiguousarray(np.stack([dE[order], premium[order], latency[order], D[order]]))
+    cap = (float(dE.max()), float(premium.max()), slot_s + 2.0 * float(tables.head_s.max()) + float(tables.post_s.max()))
+    return PriceTables(order=order, starts=starts, bits=sb[starts], rows=rows, cap=cap)
 
 
 def initial_bit_price(network: NetworkProfile, capacity_bps: float) -> float:
@@ -260,10 +292,12 @@ class LyapunovController:
         self.tables = tables
         self._mu = tables.mu
         K = self._mu.size
-        # the objective of a pair running n heads is w @ rows(n), with the ROWS rows (n = min(mu, s))
-        # Pairs come by ascending mu, so for a supply s the pairs with mu < s (n = mu: their
-        # rows are constants, `_at_mu`) are a prefix and the rest have n = s: their objective is
-        # (w * scale(s)) @ unit rows. Two mat-vec products a slot, no per-pair arithmetic.
+        # the objective of a pair running n heads is w @ rows(n), with the ROWS rows and
+        # n = min(mu, s_k), s_k = Q_c + a_hat*phi_k (phi_k = min(1, rho/T_k): the share of an
+        # arriving frame's head its own slot can run). Pairs come by ascending mu, and the
+        # saturated pairs (mu < s_k) are then a prefix; the rest split into those with phi < 1
+        # (n linear in mu: `_lin_rows`, the unit rows, mu times them and mu^2*D/2) and those
+        # with phi = 1 (n = Q_c + a_hat: the unit rows). Three mat-vec products a slot at most.
         dE, D = tables.per_frame
         unit_rows = np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j, np.ones(K),
                               0.5 * tables.head_s, 0.5 * D])
@@ -271,12 +305,27 @@ class LyapunovController:
         scale_mu = np.stack([mu, mu, mu, mu, np.ones(K), mu, mu * (mu + 1.0), mu * (mu + 1.0)])
         self._unit_rows = np.ascontiguousarray(unit_rows)
         self._at_mu = np.ascontiguousarray(unit_rows * scale_mu)
+        mu_f = np.where(mu < BIG_RATE, mu, 0.0)  # a zero-time head always has phi = 1
+        self._lin_rows = np.ascontiguousarray(np.vstack([unit_rows, unit_rows * mu_f, (mu_f * mu_f * 0.5 * D)[None, :]]))
         self._w = np.zeros(ROWS)
         self._ws = np.zeros(ROWS)
+        self._wl = np.zeros(2 * ROWS + 1)
         self._scale = np.ones(ROWS)
         self._obj = np.empty(K)
-        # views of the two parts for every split j (no slicing in the hot path)
+        # views of the saturated prefix and of the last segment for every split j
         self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
+        # the frame's price: one product over the pairs grouped by bits (`price_tables`), with a
+        # fifth row, the keep-up penalty (0 or inf)
+        pt = price_tables(tables, tau)
+        self._bits_starts = pt.starts
+        self._group_slopes = (pt.bits * config.latency_weight(tau)).tolist()
+        self._price_rows = np.ascontiguousarray(np.vstack([pt.rows, np.zeros((1, K))]))
+        self._price_order = pt.order  # pairs are by ascending mu: a pair's index is its rank
+        self._keep_from = -1  # the first pair (by mu) of the keep-up set the penalty row holds
+        self._price_w = np.zeros(5)
+        self._price_w[4] = 1.0
+        self._cap_energy, self._cap_idle, self._cap_latency = pt.cap
+        self._head_list = tables.head_s.tolist()
         self._K = K
         self._idle_level = tables.idle_level
         self._idle_cost = tables.idle_cost_j
@@ -309,7 +358,7 @@ class LyapunovController:
         self.z_energy = 0.0
         self.z_throughput = 0.0
         self.z_latency = 0.0
-        self.gamma_c = 0.0  # J/frame: a frame's long-run marginal energy (_refresh_frame_price)
+        self.gamma_c = 0.0  # J/frame: what serving a frame costs now, over V (decide)
         self.gamma_x = 0.0  # J/bit: a bit's, learnt online from the past slots
         self._gx_fast = 0.0  # the price the dual steps move; gamma_x is its window average
         self._price_age = PRICE_EVERY_SLOTS - 1  # the first decision computes it
@@ -319,6 +368,8 @@ class LyapunovController:
         self._last_queues = 0.0
         self._last_bits = 0.0     # bits per head at its cut
         self._flow_bits = self._unit  # bits per frame of the last cut that sent any
+        self.arrival_phase_s = self._tau  # head time an arrival gets in the slot it comes in (rho)
+        self._last_run = None  # (Q_c, T, mu) of the last slot's heads; None if it idled
         self._made_bits = 0.0
 
     @property
@@ -364,16 +415,50 @@ class LyapunovController:
         alpha = self.config.arrival_ewma
         self.arrival_estimate += alpha * (arrivals - self.arrival_estimate)
 
-    def _refresh_frame_price(self) -> None:
-        """gamma_c (J/frame): a frame's marginal energy at the bit price gamma_x, the least per-head
-        energy ``dE + gamma_x*D`` (plus the GPU's idle premium at that level, shared by the slot's
-        frames) over the pairs that alone keep up with the arrival estimate. ``decide`` refreshes
-        it every ``PRICE_EVERY_SLOTS`` decisions (the prices it follows move slowly)."""
-        lam = self.arrival_estimate
-        share = lam if lam > 0.05 else 0.05
-        c = self._dE + self.gamma_x * self._bits_row + self._premium / share
-        keep = self._mu >= lam
-        self.gamma_c = float(c[keep].min()) if keep.any() else float(c.min())
+    def _refresh_price(self, v_e: float, z_l: float, lam: float) -> None:
+        """The lines a frame's price is the least of: serving one frame now at pair k costs
+        ``A_k + omega*D_k/C`` (``A_k``: its energy and idle-premium share at V_E, its bits at
+        the bit price, its head, trip and tail as latency), over the pairs that alone keep up
+        with the arrival estimate (mu >= a_hat: a clock too slow to keep up is no steady way to
+        serve). Per group of equal bits only the least A matters, and of those only the ones no
+        group with fewer bits undercuts. ``decide`` refreshes them every ``PRICE_EVERY_SLOTS``
+        decisions (the prices and the estimate they follow move slowly); the capacity term is
+        evaluated every slot."""
+        j = _bisect_left(self._mu_list, self.arrival_estimate)
+        if j != self._keep_from:
+            self._keep_from = j
+            keep = self._price_order >= j
+            self._price_rows[4] = np.where(keep, 0.0, np.inf) if j < self._K else 0.0
+        w = self._price_w
+        w[0] = v_e
+        w[1] = v_e / lam
+        w[2] = self._omega
+        w[3] = self.config.V * self.gamma_x + z_l / self._dmax
+        least = np.minimum.reduceat(_dot(w, self._price_rows), self._bits_starts).tolist()
+        lines = []
+        best = math.inf
+        for a, slope in zip(least, self._group_slopes):
+            if a < best:
+                best = a
+                lines.append((a + FRAME_MARGIN, slope))
+        self._price_lines = lines
+
+    def _learn_phase(self, qc: float, arrivals: float) -> None:
+        """Fold the last slot into rho, the head time an arriving frame gets in its own slot: the
+        work the slot did on its arrivals (all it did, less the queued frames it ran first), in
+        head times of its pair. Frames arrive when the camera says, not at the slot's start, so
+        a head that starts on an arrival may run into the next slot whatever the clock."""
+        run = self._last_run
+        if run is None or arrivals <= 0.0:
+            return
+        lq, T, mu = run
+        if T <= 0.0:
+            return
+        frac = (lq + arrivals - qc - (lq if lq < mu else mu)) / arrivals
+        rho = self.arrival_phase_s
+        x = (rho if rho > T else T) if frac >= 0.999 else (frac if frac > 0.0 else 0.0) * T
+        rho += self.config.arrival_ewma * (x - rho)
+        self.arrival_phase_s = rho if rho > 1e-6 else 1e-6
 
     def decide(self, obs: Observation) -> Decision:
         # The hot path: scalars in plain Python, the pair search in a few numpy calls on
@@ -385,6 +470,8 @@ class LyapunovController:
             qx = 0.0
         self._learn(float(arrivals), capacity)
         cfg = self.config
+        if cfg.arrival_phase:
+            self._learn_phase(qc, float(arrivals))
         unit = self._unit
         V = cfg.V
         v_e = V
@@ -392,42 +479,95 @@ class LyapunovController:
             v_e += self.z_energy / self._budget_slot_j
         omega = self._omega
         tau = self._tau
-        supply = qc + self.arrival_estimate  # frames the slot can work on: queued and arriving
+        a_hat = self.arrival_estimate
+        supply = qc + a_hat  # frames the slot can work on: queued and arriving
         z_l = self.z_latency
         g_x = self.gamma_x
-        if self._mult:
+        mult = self._mult
+        lam = a_hat if a_hat > 0.05 else 0.05  # frames sharing a slot's idle premium
+        if mult:
             self._price_age += 1
             if self._price_age >= PRICE_EVERY_SLOTS:
                 self._price_age = 0
-                self._refresh_frame_price()
-        g_c = self.gamma_c
+                self._refresh_price(v_e, z_l, lam)
         w_bits = qx / (unit * unit) + V * g_x  # weight of a bit on the uplink queue
         w = self._w
         w[0] = v_e
         # a head's bits are queued (w_bits) and sent at about the capacity, after the bits queued
         # ahead of them (omega*Q_x/C) and those of the slot's earlier heads (the last row)
         c1 = capacity if capacity > 1.0 else 1.0
-        w[1] = w_bits + z_l / self._dmax
+        w1 = w_bits + z_l / self._dmax
+        w3 = omega * qx / c1
+        w[1] = w1
         w[2] = omega
-        w[3] = omega * qx / c1
+        w[3] = w3
         w[4] = v_e
-        w[5] = -(qc + V * g_c + omega * tau + self.z_throughput + z_l)
         w[6] = omega
         w[7] = omega / c1
-        # completion times: n heads back to back, T*(1 + 2 + ... + n) for whole n, and their
-        # bits sent one after the other, D/C*(1 + 2 + ... + n); where the supply s = Q_c + a_hat
-        # is not saturated (n = s), the a_hat arriving frames each take T from their arrival
-        j = _bisect_left(self._mu_list, supply)
-        at_mu, obj_sat, unit_rows, obj_free = self._parts[j]
-        if j:
-            _dot(w, at_mu, out=obj_sat)
-        if j < self._K:
+        if mult:
+            # the frame's price: the cheapest way to serve one frame now (its energy at V_E, its
+            # bits at their weight, its latency, its share of the level's idle premium) over the
+            # pairs that keep up, plus a margin, capped; the front frame's unfinished part is no
+            # backlog of its own
+            x = 1.0 / c1
+            price = min([a + b * x for a, b in self._price_lines])
+            cap = v_e * (self._cap_energy + self._cap_idle / lam) + omega * self._cap_latency
+            if price > cap:
+                price = cap
+            self.gamma_c = price / V if V > 0.0 else 0.0
+            w[5] = -(math.floor(qc + 1e-9) + price + self.z_throughput + z_l)
+        else:
+            w[5] = -(qc + omega * tau + self.z_throughput + z_l)
+        # heads this slot at pair k: n = min(mu, s_k), s_k = Q_c + a_hat*phi_k with
+        # phi_k = min(1, rho*mu_k/tau) (1 at a zero-time head). s_k - mu_k falls with mu, so the
+        # saturated pairs (mu < s_k) are a prefix [0, j): when s < tau/rho it ends inside the
+        # phi < 1 pairs (mu < Q_c/(1 - b), b = a_hat*rho/tau), else at mu = s
+        rho = self.arrival_phase_s
+        lim = tau / rho if cfg.arrival_phase else 0.0  # the pairs with mu >= lim have phi = 1
+        mu_list = self._mu_list
+        if supply >= lim:
+            j = _bisect_left(mu_list, supply)
+            j1 = j
+        else:
+            b = a_hat / lim
+            j = _bisect_left(mu_list, qc / (1.0 - b))
+            j1 = _bisect_left(mu_list, lim)
+            if j1 < j:
+                j1 = j
+        at_mu, obj_sat, unit_rows, obj_free = self._parts[j1]
+        if j == j1:
+            if j:
+                _dot(w, at_mu, out=obj_sat)
+        elif j:
+            _dot(w, at_mu[:, :j], out=obj_sat[:j])
+        if j < j1:
+            # phi < 1, unsaturated: n = Q_c + b*mu; the heads' completions Q_c(Q_c+1)/2*T plus
+            # a_hat*phi*T = a_hat*rho each; the bits' n(n+1)/2 expands in mu and mu^2
+            wl = self._wl
+            q1 = qc * (qc + 1.0)
+            wl[0] = v_e * qc
+            wl[1] = w1 * qc
+            wl[2] = omega * qc
+            wl[3] = w3 * qc
+            wl[4] = v_e
+            wl[5] = w[5] * qc + omega * a_hat * rho
+            wl[6] = omega * q1
+            wl[7] = w[7] * q1
+            wl[8] = v_e * b
+            wl[9] = w1 * b
+            wl[10] = omega * b
+            wl[11] = w3 * b
+            wl[13] = w[5] * b
+            wl[15] = w[7] * b * (2.0 * qc + 1.0)
+            wl[16] = w[7] * b * b
+            _dot(wl, self._lin_rows[:, j:j1], out=self._obj[j:j1])
+        if j1 < self._K:
             sc = self._scale
             sc[0:4] = supply
             sc[5] = supply
             # heads: the queued frames back to back, then each arrival T after it comes (the GPU
             # has caught up by then); bits: the slot's heads' bits one after the other
-            sc[6] = qc * (qc + 1.0) + 2.0 * self.arrival_estimate
+            sc[6] = qc * (qc + 1.0) + 2.0 * a_hat
             sc[7] = supply * (supply + 1.0)
             _multiply(w, sc, out=self._ws)
             _dot(self._ws, unit_rows, out=obj_free)
@@ -436,14 +576,17 @@ class LyapunovController:
         cut = self._cut_list[k]
         if supply > 0.0 and obj.item(k) < v_e * self._idle_cost:
             level, process = self._level_list[k], True
-            mu = self._mu_list[k]
+            mu = mu_list[k]
             head_bits = self._bits_list[k]
-            made = (mu if mu < supply else supply) * head_bits
+            s_k = qc + (a_hat if mu >= lim else a_hat * mu / lim)
+            made = (mu if mu < s_k else s_k) * head_bits
+            self._last_run = (qc, self._head_list[k], mu)
             self._last_bits = head_bits
             if head_bits > 0.0:
                 self._flow_bits = head_bits
         else:
             level, process, made = self._idle_level, False, 0.0
+            self._last_run = None
             self._last_bits = 0.0
         # sending a bit a slot earlier saves omega*tau/B of latency
         w_r = w_bits + omega * tau / unit + z_l / self._dmax

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.lyapunov import (
+    BIG_RATE,
+    FRAME_MARGIN,
     LN2,
     PRICE_EVERY_SLOTS,
     ROWS,
@@ -42,6 +44,7 @@ from controller.lyapunov import (
     bit_price_j_per_bit,
     linear_send_gain,
     pair_tables,
+    price_tables,
     shannon_fast_rate,
     shannon_rate_bps,
 )
@@ -129,7 +132,11 @@ class _LyapunovGroup:
         self.pair_cut, self.pair_level = t.cut, t.level
         self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
         self.half_queue = 0.5 * np.stack([t.head_s, t.per_frame[1]])
-        self.premium = t.idle_j - t.idle_cost_j
+        self.head_s = t.head_s
+        self.mu_f = np.where(t.mu < BIG_RATE, t.mu, 0.0)  # a zero-time head has phi = 1
+        pt = price_tables(t, tau)
+        self.price_order, self.price_starts, self.price_rows = pt.order, pt.starts, pt.rows
+        self.price_cap = pt.cap
         self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
         S, K = len(configs), t.mu.size
         f = np.array
@@ -150,6 +157,9 @@ class _LyapunovGroup:
         self.mult = f([c.multipliers for c in configs], dtype=bool)
         self.omega = f([c.latency_weight(tau) for c in configs], dtype=float)
         self.alpha = f([c.arrival_ewma for c in configs], dtype=float)
+        self.phase = f([c.arrival_phase for c in configs], dtype=bool)
+        self.any_phase = bool(self.phase.any())
+        self.slopes = self.omega[:, None] * pt.bits[None, :]  # (S, G): omega*D per bits group
         units = [float(c.queue_unit_bits or system.bits[0]) for c in configs]
         if not all(u > 0 for u in units):
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
@@ -194,6 +204,11 @@ class _LyapunovGroup:
         self.gx_fast = np.zeros(S)
         self.gamma_c = np.zeros(S)
         self.arrival_estimate = np.zeros(S)
+        self.arrival_phase_s = np.full(S, self.tau)
+        self.run_q = np.zeros(S)   # the last slot's heads: queue, head time, mu (ran: T > 0)
+        self.run_T = np.zeros(S)
+        self.run_mu = np.zeros(S)
+        self.price_least = np.zeros((S, self.price_starts.size))
         self.last_potential = np.zeros(S)
         self.last_bits = np.zeros(S)
         self.flow_bits = self.unit.copy()
@@ -216,21 +231,37 @@ class _LyapunovGroup:
             self.gamma_x = np.where(self.mult, self.gamma_x + self.avg * (self.gx_fast - self.gamma_x), self.gamma_x)
         self.arrival_estimate = self.arrival_estimate + self.alpha * (arrivals - self.arrival_estimate)
 
-    def _frame_price(self) -> np.ndarray:
-        """LyapunovController._refresh_frame_price, lane by lane."""
-        lam = self.arrival_estimate
-        share = np.where(lam > 0.05, lam, 0.05)
-        c = self.dE[None, :] + self.gamma_x[:, None] * self.bits[None, :] + self.premium[None, :] / share[:, None]
-        keep = self.mu[None, :] >= lam[:, None]
-        kept = np.where(keep, c, np.inf).min(axis=1)
-        return np.where(keep.any(axis=1), kept, c.min(axis=1))
+    def _refresh_price(self, v_e, lam) -> None:
+        """LyapunovController._refresh_price, lane by lane: the least A of each bits group."""
+        a = self.arrival_estimate
+        with np.errstate(invalid="ignore"):
+            A = (v_e[:, None] * self.price_rows[0] + (v_e / lam)[:, None] * self.price_rows[1]
+                 + self.omega[:, None] * self.price_rows[2]
+                 + (self.V * self.gamma_x + self.z_latency / self.dmax)[:, None] * self.price_rows[3])
+        keep = self.mu[self.price_order][None, :] >= a[:, None]
+        A = np.where(keep | ~keep.any(axis=1, keepdims=True), A, np.inf)
+        self.price_least = np.minimum.reduceat(A, self.price_starts, axis=1) + FRAME_MARGIN
+
+    def _learn_phase(self, qc, arrivals) -> None:
+        """LyapunovController._learn_phase, lane by lane."""
+        T = self.run_T
+        ok = self.phase & (T > 0.0) & (arrivals > 0.0)
+        lq = self.run_q
+        frac = (lq + arrivals - qc - np.minimum(lq, self.run_mu)) / np.where(arrivals > 0.0, arrivals, 1.0)
+        rho = self.arrival_phase_s
+        x = np.where(frac >= 0.999, np.maximum(rho, T), np.maximum(frac, 0.0) * T)
+        new = np.maximum(rho + self.alpha * (x - rho), 1e-6)
+        self.arrival_phase_s = np.where(ok, new, rho)
 
     def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
         sl = self.sl
         qc = np.maximum(qc[sl], 0.0)
         qx = qx[sl]
         cap = cap[sl]
-        self._learn(arrivals[sl], cap)
+        arrivals = arrivals[sl]
+        self._learn(arrivals, cap)
+        if self.any_phase:
+            self._learn_phase(qc, arrivals)
         t = self.t
         self.t = t + 1
         V = self.V
@@ -240,20 +271,30 @@ class _LyapunovGroup:
             v_e = V
         omega = self.omega
         tau = self.tau
-        supply = qc + self.arrival_estimate
+        a_hat = self.arrival_estimate
+        supply = qc + a_hat
+        lam = np.where(a_hat > 0.05, a_hat, 0.05)
         rows = self.rows
         n = rows[:, 5, :]
-        np.minimum(self.mu, supply[:, None], out=n)
+        # heads at pair k: n = min(mu, Q_c + a_hat*phi_k), phi_k = min(1, rho*mu_k/tau)
+        if self.any_phase:
+            lim = np.where(self.phase, tau / self.arrival_phase_s, 0.0)
+            phi = np.where(self.mu[None, :] < lim[:, None], self.mu_f[None, :] / np.where(lim > 0.0, lim, 1.0)[:, None], 1.0)
+            s_k = qc[:, None] + a_hat[:, None] * phi
+        else:
+            phi = 1.0
+            s_k = supply[:, None]
+        np.minimum(self.mu, s_k, out=n)
         np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
         np.multiply(n, n + 1.0, out=self.tri)
         np.multiply(self.tri, self.half_queue[1], out=rows[:, 7, :])
-        # unsaturated pairs (mu >= s): the queued heads back to back, each arrival T after it comes
-        free = (qc * (qc + 1.0) + 2.0 * self.arrival_estimate)[:, None]
-        np.multiply(np.where(self.mu[None, :] >= supply[:, None], free, self.tri), self.half_queue[0], out=rows[:, 6, :])
+        # unsaturated pairs (mu >= s_k): the queued heads back to back, each arrival T after it comes
+        free = (qc * (qc + 1.0))[:, None] + 2.0 * a_hat[:, None] * phi
+        np.multiply(np.where(self.mu[None, :] >= s_k, free, self.tri), self.half_queue[0], out=rows[:, 6, :])
         g_x = self.gamma_x
-        if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
-            self.gamma_c = np.where(self.mult, self._frame_price(), 0.0)
         z_l = self.z_latency
+        if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
+            self._refresh_price(v_e, lam)
         w_bits = qx / self.unit2 + V * g_x
         W = self.W
         c1 = np.where(cap > 1.0, cap, 1.0)
@@ -262,7 +303,15 @@ class _LyapunovGroup:
         W[:, 0, 2] = omega
         W[:, 0, 3] = omega * qx / c1
         W[:, 0, 4] = v_e
-        W[:, 0, 5] = -(qc + V * self.gamma_c + omega * tau + self.z_throughput + z_l)
+        frame = -(qc + omega * tau + self.z_throughput + z_l)
+        if self.any_mult:
+            # the frame's price: the least line at this slot's capacity, capped
+            price = (self.price_least + self.slopes * (1.0 / c1)[:, None]).min(axis=1)
+            e_cap, i_cap, l_cap = self.price_cap
+            price = np.minimum(price, v_e * (e_cap + i_cap / lam) + omega * l_cap)
+            self.gamma_c = np.where(self.mult & (V > 0.0), price / np.where(V > 0.0, V, 1.0), 0.0)
+            frame = np.where(self.mult, -(np.floor(qc + 1e-9) + price + self.z_throughput + z_l), frame)
+        W[:, 0, 5] = frame
         W[:, 0, 6] = omega
         W[:, 0, 7] = omega / c1
         np.matmul(W, rows, out=self.obj)
@@ -272,9 +321,11 @@ class _LyapunovGroup:
         out_cut[sl] = self.pair_cut[k]
         out_level[sl] = np.where(process, self.pair_level[k], self.idle_level)
         out_process[sl] = process
-        mu_k = self.mu[k]
         head_bits = np.where(process, self.bits[k], 0.0)
-        made = np.where(process, np.minimum(mu_k, supply) * head_bits, 0.0)
+        made = np.where(process, n[self.lanes, k] * head_bits, 0.0)
+        self.run_q = qc
+        self.run_T = np.where(process, self.head_s[k], 0.0)
+        self.run_mu = self.mu[k]
         self.last_bits = head_bits
         self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax

@@ -28,7 +28,8 @@ controller:
   multiplier_gain: 0.08      # the bit price's dual step, per frame-equivalent of imbalance
   multiplier_window_slots: 30   # decisions use the bit price averaged over this many slots
   latency_weight_per_s: null # omega, frames/s: weight of a frame-second of latency (null: 1/slot_s)
-  arrival_ewma: 0.1          # weight of the last slot in the arrival-rate estimate
+  arrival_ewma: 0.1          # weight of the last slot in the arrival-rate and arrival-phase estimates
+  arrival_phase: true        # count an arriving frame for the head time its own slot gives it
 ```
 Relative paths inside the file are resolved against the file's folder.
 """
@@ -142,7 +143,7 @@ def controller_config(c: Section) -> LyapunovConfig:
     for f in fields(LyapunovConfig):
         if f.name not in c or c.raw(f.name, None) is None:
             continue
-        if f.name in ("dvfs", "rate_control", "virtual_queues", "multipliers"):
+        if f.name in ("dvfs", "rate_control", "virtual_queues", "multipliers", "arrival_phase"):
             kw[f.name] = c.boolean(f.name)
         elif f.name == "latency_weight_per_s":
             kw[f.name] = c.number(f.name, min=0.0)

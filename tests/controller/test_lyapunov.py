@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from controller.lyapunov import LyapunovConfig, LyapunovController, lambert_w0
+from controller.lyapunov import FRAME_MARGIN, LyapunovConfig, LyapunovController, lambert_w0
 from controller.model import SystemModel, tx_power_w
 from controller.ops import ARRAY
 from controller.policy import Observation, Outcome, check_policy
@@ -48,18 +48,23 @@ def pair_terms(system: SystemModel, ctl: LyapunovController, obs: Observation, p
     unit = ctl._unit
     dmax = float(system.bits.max())
     qc, qx, cap = max(obs.queue_frames, 0.0), max(obs.queue_bits, 0.0), obs.capacity_bps
-    supply = qc + ctl.arrival_estimate
     T = float(system.head_s[p, f])
+    # an arriving frame's slot runs phi of its head (rho: the head time it gets there)
+    phi = min(1.0, ctl.arrival_phase_s / T) if (T > 0 and ctl.config.arrival_phase) else 1.0
+    supply = qc + ctl.arrival_estimate * phi
     n = min(supply, tau / T) if T > 0 else supply
     # n heads back to back (1 + 2 + ... + n), unless the pair has room for the whole supply: then
     # the queued frames back to back and each arriving frame T after its arrival
-    heads = n * (n + 1) / 2 if n < supply else qc * (qc + 1) / 2 + ctl.arrival_estimate
+    heads = n * (n + 1) / 2 if n < supply else qc * (qc + 1) / 2 + ctl.arrival_estimate * phi
     D = float(system.bits[p])
     dE = T * float(system.busy_w[f] - system.idle_w[f])
     post = net.rtt_s + float(system.tail_s[p]) + system.result_bits / net.downlink_bps if D > 0 else 0.0
     c1 = max(cap, 1.0)
     w_bits = qx / unit**2 + V * ctl.gamma_x
-    frame_weight = qc + V * ctl.gamma_c + omega * tau + ctl.z_throughput + ctl.z_latency
+    if ctl.config.multipliers:  # the price holds the frame's latency; a part-run front frame is none
+        frame_weight = math.floor(qc + 1e-9) + V * ctl.gamma_c + ctl.z_throughput + ctl.z_latency
+    else:
+        frame_weight = qc + omega * tau + ctl.z_throughput + ctl.z_latency
     obj = (
         v_e * (n * dE + tau * float(system.idle_w[f]))
         + (w_bits + ctl.z_latency / dmax) * n * D
@@ -89,20 +94,35 @@ def objective_of(system, ctl, obs, d) -> float:
     return pair_terms(system, ctl, obs, d.cut, d.level)[0]
 
 
-def brute_force_frame_price(system: SystemModel, ctl: LyapunovController) -> float:
-    lam = ctl.arrival_estimate
-    share = max(lam, 0.05)
+def brute_force_frame_price(system: SystemModel, ctl: LyapunovController, obs: Observation) -> float:
+    """V*gamma_c written out: the cheapest full cost of one frame now (energy, bits at their
+    price, latency at the capacity now, the idle premium shared by lambda frames) over the pairs that keep up with the
+    arrival estimate, plus the margin, capped."""
+    lam = max(ctl.arrival_estimate, 0.05)
     tau = system.slot_s
+    net = system.network
+    v_e = ctl.energy_weight()
+    omega = ctl.config.latency_weight(tau)
+    cap = max(obs.capacity_bps, 1.0)
+    w_bits = ctl.config.V * ctl.gamma_x + ctl.z_latency / float(system.bits.max())  # no queue: a price
     idle_min = float(system.idle_w.min())
     best_keep, best_any = np.inf, np.inf
+    e_max = i_max = l_max = t_max = 0.0
     for p in range(system.n_cuts):
+        D = float(system.bits[p])
+        post = net.rtt_s + float(system.tail_s[p]) + system.result_bits / net.downlink_bps if D > 0 else 0.0
+        l_max = max(l_max, post)
         for f in range(system.n_levels):
             T = float(system.head_s[p, f])
-            c = T * float(system.busy_w[f] - system.idle_w[f]) + ctl.gamma_x * float(system.bits[p]) + tau * (float(system.idle_w[f]) - idle_min) / share
+            dE = T * float(system.busy_w[f] - system.idle_w[f])
+            premium = tau * (float(system.idle_w[f]) - idle_min)
+            e_max, i_max, t_max = max(e_max, dE), max(i_max, premium), max(t_max, T)
+            c = v_e * (dE + premium / lam) + w_bits * D + omega * (post + T + D / cap)
             best_any = min(best_any, c)
-            if T <= 0 or tau / T >= lam:
+            if T <= 0 or tau / T >= ctl.arrival_estimate:
                 best_keep = min(best_keep, c)
-    return best_keep if np.isfinite(best_keep) else best_any
+    price = (best_keep if np.isfinite(best_keep) else best_any) + FRAME_MARGIN
+    return min(price, v_e * (e_max + i_max / lam) + omega * (tau + 2 * t_max + l_max))
 
 
 @pytest.mark.parametrize("network", ["lte-shannon", "lte-linear"])
@@ -116,8 +136,9 @@ def test_pair_choice_matches_brute_force(network, board):
         for i in range(5):
             obs = random_observation(rng)
             d = ctl.decide(obs)
-            if i == 0:  # the price is refreshed on the first decision, then every PRICE_EVERY_SLOTS
-                assert ctl.gamma_c == pytest.approx(brute_force_frame_price(system, ctl), rel=1e-9, abs=1e-12)
+            if i == 0:  # the keep-up set is refreshed on the first decision, then every PRICE_EVERY_SLOTS
+                want = brute_force_frame_price(system, ctl, obs)
+                assert ctl.gamma_c * ctl.config.V == pytest.approx(want, rel=1e-9, abs=1e-9)
             got = objective_of(system, ctl, obs, d)
             want = brute_force_pair(system, ctl, obs)
             assert got == pytest.approx(want, rel=1e-9, abs=1e-9), (trial, obs, d)
@@ -265,3 +286,28 @@ def test_throughput_floor_raises_service(long_scenario):
     floor = run_scenario(sc, LyapunovController(sc.system, replace(lazy, throughput_floor_fps=8.0)), time_decisions=False).summary
     assert base["throughput_fps"] < 8.0
     assert floor["throughput_fps"] >= 8.0 * 0.97
+
+
+@pytest.mark.parametrize("offset_s", [0.016, 0.084])
+def test_arrival_phase_learnt_from_the_queue(tx2_resnet50, offset_s):
+    """A camera whose frames arrive ``offset_s`` into every slot: an arriving frame's head gets
+    ``tau - offset_s`` of its own slot, and the controller learns that from its queue alone."""
+    from simulation.simulator import simulate
+
+    s = tx2_resnet50
+    tau = s.slot_s
+    n = 600
+    arrivals = np.arange(n) * tau + offset_s
+    local = s.n_cuts - 1
+    # the slowest clock that keeps up (T < tau) and still runs into the next slot
+    level = next(f for f in range(s.n_levels) if tau - offset_s < s.head_s[local, f] < tau)
+    ctl = LyapunovController(s, LyapunovConfig(V=30.0, fixed_cut=local, fixed_level=level))
+    simulate(s, ctl, np.full(n, 2e7), arrivals, time_decisions=False)
+    assert ctl.arrival_phase_s == pytest.approx(tau - offset_s, rel=0.05)
+    # a backlogged GPU gives an arrival nothing in its slot
+    slow = LyapunovController(s, LyapunovConfig(V=30.0, fixed_cut=local, fixed_level=0))
+    simulate(s, slow, np.full(n, 2e7), arrivals, time_decisions=False)
+    assert slow.arrival_phase_s < 0.1 * (tau - offset_s)
+    off = LyapunovController(s, LyapunovConfig(V=30.0, fixed_cut=local, fixed_level=level, arrival_phase=False))
+    simulate(s, off, np.full(n, 2e7), arrivals, time_decisions=False)
+    assert off.arrival_phase_s == tau  # switched off: never learnt
