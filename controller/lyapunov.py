@@ -58,7 +58,7 @@ from controller.ops import SCALAR
 from controller.policy import Decision, Observation, Outcome
 from controller.profiles import NetworkProfile
 
-_multiply, _dot = np.multiply, np.dot
+_dot = np.dot
 
 DEFAULT_V = 30.0
 PRICE_EVERY_SLOTS = 10
@@ -310,7 +310,6 @@ class LyapunovController:
         self._w = np.zeros(ROWS)
         self._ws = np.zeros(ROWS)
         self._wl = np.zeros(2 * ROWS + 1)
-        self._scale = np.ones(ROWS)
         self._obj = np.empty(K)
         # views of the saturated prefix and of the last segment for every split j
         self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
@@ -562,15 +561,18 @@ class LyapunovController:
             wl[16] = w[7] * b * b
             _dot(wl, self._lin_rows[:, j:j1], out=self._obj[j:j1])
         if j1 < self._K:
-            sc = self._scale
-            sc[0:4] = supply
-            sc[5] = supply
-            # heads: the queued frames back to back, then each arrival T after it comes (the GPU
-            # has caught up by then); bits: the slot's heads' bits one after the other
-            sc[6] = qc * (qc + 1.0) + 2.0 * a_hat
-            sc[7] = supply * (supply + 1.0)
-            _multiply(w, sc, out=self._ws)
-            _dot(self._ws, unit_rows, out=obj_free)
+            # n = s on every row; heads: the queued frames back to back, then each arrival T after
+            # it comes (the GPU has caught up by then); bits: the heads' bits one after the other
+            ws = self._ws
+            ws[0] = v_e * supply
+            ws[1] = w1 * supply
+            ws[2] = omega * supply
+            ws[3] = w3 * supply
+            ws[4] = v_e
+            ws[5] = w[5] * supply
+            ws[6] = omega * (qc * (qc + 1.0) + 2.0 * a_hat)
+            ws[7] = w[7] * (supply * (supply + 1.0))
+            _dot(ws, unit_rows, out=obj_free)
         obj = self._obj
         k = int(obj.argmin())
         cut = self._cut_list[k]
