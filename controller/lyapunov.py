@@ -443,19 +443,26 @@ class LyapunovController:
         self._price_lines = lines
 
     def _learn_phase(self, qc: float, arrivals: float) -> None:
-        """Fold the last slot into rho, the head time an arriving frame gets in its own slot: the
-        work the slot did on its arrivals (all it did, less the queued frames it ran first), in
-        head times of its pair. Frames arrive when the camera says, not at the slot's start, so
-        a head that starts on an arrival may run into the next slot whatever the clock."""
+        """Fold the last slot into rho, the head time an arriving frame gets in its own slot when
+        the GPU is free for it (the camera's phase: a frame arriving 84 ms into a 100 ms slot
+        gets 16 ms at any clock). The arrivals' work is what the slot did less the queued frames
+        it ran first, in head times of its pair (``used``); it measures rho when the arrivals
+        started after the GPU had finished the queue (at ``min(Q, mu)*T``), and bounds it from
+        below when they ran from then on or finished."""
         run = self._last_run
         if run is None or arrivals <= 0.0:
             return
         lq, T, mu = run
         if T <= 0.0:
             return
-        frac = (lq + arrivals - qc - (lq if lq < mu else mu)) / arrivals
+        ahead = lq if lq < mu else mu
+        frac = (lq + arrivals - qc - ahead) / arrivals
+        used = (frac if frac > 0.0 else 0.0) * T
         rho = self.arrival_phase_s
-        x = (rho if rho > T else T) if frac >= 0.999 else (frac if frac > 0.0 else 0.0) * T
+        if frac >= 0.999 or used >= 0.99 * (self._tau - ahead * T):
+            x = rho if rho > used else used  # censored: rho is at least what they got
+        else:
+            x = used
         rho += self.config.arrival_ewma * (x - rho)
         self.arrival_phase_s = rho if rho > 1e-6 else 1e-6
 

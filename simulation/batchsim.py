@@ -247,9 +247,12 @@ class _LyapunovGroup:
         T = self.run_T
         ok = self.phase & (T > 0.0) & (arrivals > 0.0)
         lq = self.run_q
-        frac = (lq + arrivals - qc - np.minimum(lq, self.run_mu)) / np.where(arrivals > 0.0, arrivals, 1.0)
+        ahead = np.minimum(lq, self.run_mu)
+        frac = (lq + arrivals - qc - ahead) / np.where(arrivals > 0.0, arrivals, 1.0)
+        used = np.maximum(frac, 0.0) * T
         rho = self.arrival_phase_s
-        x = np.where(frac >= 0.999, np.maximum(rho, T), np.maximum(frac, 0.0) * T)
+        censored = (frac >= 0.999) | (used >= 0.99 * (self.tau - ahead * T))
+        x = np.where(censored, np.maximum(rho, used), used)
         new = np.maximum(rho + self.alpha * (x - rho), 1e-6)
         self.arrival_phase_s = np.where(ok, new, rho)
 
