@@ -2,23 +2,26 @@
 
 Each slot it minimises (DESIGN section 3, ``docs/controller.md`` for every term)
 
-    V*E(t) - (Q_c + V*gamma_c)*n + (Q_x/B^2 + V*gamma_x)*n*D(p) - (...)*r*tau + latency terms
+    V*E(t) - (floor(Q_c) + P(t))*n + (Q_x/B^2 + V*gamma_x)*n*D(p) - (...)*r*tau + latency terms
 
 over the cut p, the GPU level f, the rate r and admission d. The problem separates:
 
-- **(p, f)**: with n = min(Q_c + a_hat, tau/T_loc(p, f)) heads this slot (queued frames and the
-  arrival estimate: frames arriving in a slot start in it), every pair is evaluated at once by
-  two matrix-vector products over eight precomputed rows (the pairs the supply saturates, then
-  the rest; no Python loop per pair, no per-slot allocation). Idling the GPU is always a candidate.
+- **(p, f)**: with n = min(Q_c + a_hat*phi, tau/T_loc(p, f)) heads this slot (queued frames and
+  the arrival estimate: frames arriving in a slot start in it, each for the share phi of its head
+  its own slot gives it, from the learnt camera phase), every pair is evaluated at once by at most
+  three matrix-vector products over precomputed rows (the pairs the supply saturates, those that
+  run part of an arrival, the rest; no Python loop per pair, no per-slot allocation). Idling the
+  GPU is always a candidate.
 - **rate**: minimise ``V_E*P_tx(r) - w_r*r`` on [0, min(C, (Q_x + n*D)/tau)]: water-filling for
   the Shannon power law (closed form, clipped), bang-bang for the linear one. When that sends
   everything, the radio may go faster than ``bits/tau`` and finish early: the rate in
   [bits/tau, C] minimising energy plus the frames' completion times (a Lambert-W closed form
   under Shannon, the capacity under the linear law).
-- **multipliers** (on by default): the queue weights are offset by V times the long-run marginal
-  energies of a frame (gamma_c, J/frame) and of a bit (gamma_x, J/bit), learnt online from the
-  past slots (a multiplicative stochastic dual step of the stationary LP), so energy is saved
-  without an O(V) backlog (Huang and Neely, IEEE TAC 2011).
+- **multipliers** (on by default): the bit queue's weight is offset by V times the long-run
+  marginal energy of a bit (gamma_x, J/bit), learnt online from the past slots (a multiplicative
+  stochastic dual step of the stationary LP; Huang and Neely, IEEE TAC 2011), and a frame is
+  worth its price P(t): the cheapest way to serve it now among the pairs that keep up (energy,
+  bits at gamma_x, latency), so energy is saved without an O(V) backlog.
 - **completion times** (omega = ``latency_weight_per_s``): a faster clock that finishes the same
   frames earlier is worth something, and so is the time after the head (bits, RTT, tail); heads
   run one after the other on the GPU and their bits leave one after the other on the uplink, so
@@ -194,6 +197,7 @@ class PriceTables:
 
 
 def price_tables(tables: PairTables, slot_s: float) -> PriceTables:
+    """The frame price's rows and groups for the pairs of ``tables`` (see :class:`PriceTables`)."""
     dE, D = tables.per_frame
     K = D.size
     order = np.lexsort((np.arange(K), D))
@@ -343,9 +347,6 @@ class LyapunovController:
         self._mult = config.multipliers
         self._rate_gain = config.multiplier_gain / self._unit
         self._avg = 1.0 / config.multiplier_window_slots
-        self._dE = tables.per_frame[0]
-        self._bits_row = tables.per_frame[1]
-        self._premium = tables.idle_j - tables.idle_cost_j
         self._gx_min = bit_price_floor(system.network)
         self._budget_slot_j = (
             config.energy_budget_w * tau if (config.energy_budget_w is not None and config.virtual_queues) else 0.0
@@ -512,7 +513,7 @@ class LyapunovController:
         w[7] = omega / c1
         if mult:
             # the frame's price: the cheapest way to serve one frame now (its energy at V_E, its
-            # bits at their weight, its latency, its share of the level's idle premium) over the
+            # bits at their price, its latency at the capacity now, its share of the level's idle premium) over the
             # pairs that keep up, plus a margin, capped; the front frame's unfinished part is no
             # backlog of its own
             x = 1.0 / c1
