@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.lyapunov import (
-    BIG_RATE,
     FRAME_MARGIN,
     LN2,
     PRICE_EVERY_SLOTS,
@@ -133,7 +132,6 @@ class _LyapunovGroup:
         self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
         self.half_queue = 0.5 * np.stack([t.head_s, t.per_frame[1]])
         self.head_s = t.head_s
-        self.mu_f = np.where(t.mu < BIG_RATE, t.mu, 0.0)  # a zero-time head has phi = 1
         pt = price_tables(t, tau)
         self.price_order, self.price_starts, self.price_rows = pt.order, pt.starts, pt.rows
         self.price_cap = pt.cap
@@ -281,18 +279,20 @@ class _LyapunovGroup:
         n = rows[:, 5, :]
         # heads at pair k: n = min(mu, Q_c + a_hat*phi_k), phi_k = min(1, rho*mu_k/tau)
         if self.any_phase:
-            lim = np.where(self.phase, tau / self.arrival_phase_s, 0.0)
-            phi = np.where(self.mu[None, :] < lim[:, None], self.mu_f[None, :] / np.where(lim > 0.0, lim, 1.0)[:, None], 1.0)
-            s_k = qc[:, None] + a_hat[:, None] * phi
+            # a_hat*phi = min(a_hat, a_hat*rho/tau*mu) (a zero-time head's mu is huge: phi = 1;
+            # a lane without the phase has rho/tau = inf)
+            slope = np.where(self.phase, a_hat * (self.arrival_phase_s / tau), np.inf)
+            part = np.minimum(self.mu[None, :] * slope[:, None], a_hat[:, None])
+            s_k = part + qc[:, None]
         else:
-            phi = 1.0
+            part = a_hat[:, None]
             s_k = supply[:, None]
         np.minimum(self.mu, s_k, out=n)
         np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
         np.multiply(n, n + 1.0, out=self.tri)
         np.multiply(self.tri, self.half_queue[1], out=rows[:, 7, :])
         # unsaturated pairs (mu >= s_k): the queued heads back to back, each arrival T after it comes
-        free = (qc * (qc + 1.0))[:, None] + 2.0 * a_hat[:, None] * phi
+        free = (qc * (qc + 1.0))[:, None] + 2.0 * part
         np.multiply(np.where(self.mu[None, :] >= s_k, free, self.tri), self.half_queue[0], out=rows[:, 6, :])
         g_x = self.gamma_x
         z_l = self.z_latency
