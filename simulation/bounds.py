@@ -134,6 +134,27 @@ def slot_radio_energy_j(system: SystemModel, bits: np.ndarray, capacity_bps: np.
     return np.where(pos, val, 0.0)
 
 
+def solve_lp(problem, solver: str | None, default: str, *, highs_options: dict | None = None, **kw):
+    """Solve a cvxpy ``problem`` with ``solver`` (a name the user asked for: it must be installed)
+    or ``default`` (CLARABEL when that is not installed), falling back to CLARABEL when the solver
+    fails. Shared by the stationary bound and the hindsight bound."""
+    import cvxpy as cp
+
+    installed = cp.installed_solvers()
+    name = (solver or default).upper()
+    if name not in installed:
+        if solver:
+            raise ValueError(f"solver {name!r} is not installed (installed: {', '.join(installed)})")
+        name = "CLARABEL"
+    options = {"highs_options": dict(highs_options)} if (name == "HIGHS" and highs_options) else {}
+    try:
+        return problem.solve(solver=name, **options, **kw)
+    except cp.error.SolverError:
+        if name == "CLARABEL":
+            raise
+        return problem.solve(solver="CLARABEL", **kw)
+
+
 def radio_dual(system: SystemModel, prob: np.ndarray, capacity_bps: np.ndarray, nu: float) -> tuple[float, float]:
     """(L(nu), B(nu)): the dual function ``sum_s prob_s * min_b (g_s(b) - nu*b)`` and the mean
     bits of its minimiser (the water-filling answer at price ``nu`` J/bit)."""
@@ -271,7 +292,6 @@ class StationaryBound:
         ``frames_per_slot`` when given (the load a policy actually served), with
         ``unsent_bits_per_slot`` of the produced bits allowed to stay queued.
         """
-        import cvxpy as cp
 
         s = self.system
         tau = s.slot_s
@@ -279,13 +299,7 @@ class StationaryBound:
         frames = arrival_rate_fps * tau if frames_per_slot is None else float(frames_per_slot)
         self.frames.value = max(frames, 0.0)
         self.unsent.value = max(float(unsent_bits_per_slot), 0.0)
-        kw = {"solver": solver} if solver else {}
-        if not kw and "HIGHS" in cp.installed_solvers():
-            kw = {"solver": "HIGHS"}
-        try:
-            value = self.problem.solve(warm_start=False, **kw)
-        except cp.error.SolverError:
-            value = self.problem.solve(solver="CLARABEL", warm_start=False)
+        value = solve_lp(self.problem, solver, "HIGHS", warm_start=False)
         status = str(self.problem.status)
         p = float(value) if value is not None and math.isfinite(value) else math.nan
         mix: dict = {}

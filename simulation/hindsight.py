@@ -101,7 +101,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.model import SystemModel
-from simulation.bounds import capacity_states, radio_dual, radio_prices
+from simulation.bounds import capacity_states, radio_dual, radio_prices, solve_lp
 
 DEFAULT_TANGENTS = 16
 DEFAULT_STATES = 64
@@ -304,18 +304,7 @@ class HindsightBound:
         self.vertices = len(vcut)
 
     def _solve(self, problem, solver: str | None):
-        import cvxpy as cp
-
-        name = (solver or DEFAULT_SOLVER).upper()
-        if name not in cp.installed_solvers():
-            raise ValueError(f"solver {name!r} is not installed (installed: {', '.join(cp.installed_solvers())})")
-        kw: dict = {"highs_options": dict(HIGHS_OPTIONS)} if name == "HIGHS" else {}
-        try:
-            return problem.solve(solver=name, **kw)
-        except cp.error.SolverError:
-            if name == "CLARABEL":
-                raise
-            return problem.solve(solver="CLARABEL")
+        return solve_lp(problem, solver, DEFAULT_SOLVER, highs_options=HIGHS_OPTIONS)
 
     def solve(self, latency_s: float, *, solver: str | None = None) -> HindsightPoint:
         """E*(``latency_s``) in J per completed frame; NaN with the solver's status when no
