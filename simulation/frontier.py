@@ -103,20 +103,31 @@ def _mean(xs: Iterable[float]) -> float:
     return float(np.mean(a)) if a.size else math.nan
 
 
-def _points(rows: Sequence[dict]) -> dict[tuple[str, float | None], _Point]:
-    groups: dict[tuple[str, float | None], list[dict]] = {}
+def seed_groups(rows: Iterable[dict]) -> dict[tuple[str, str, float | None], list[dict]]:
+    """sweep.csv rows grouped per (trace, policy, V): the seeds of one point, in row order (V a
+    number, None for a baseline). The frontier report and the trade-off figure both average
+    over these groups."""
+    groups: dict[tuple[str, str, float | None], list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["policy"], _V(r.get("V"))), []).append(r)
+        groups.setdefault((r["trace"], r["policy"], _V(r.get("V"))), []).append(r)
+    return groups
+
+
+def offered_fps(row: dict) -> float:
+    """Frames that arrived per second of the run (NaN without a duration)."""
+    d = _num(row.get("duration_s"))
+    return _num(row.get("frames_arrived")) / d if d > 0 else math.nan
+
+
+def _points(rows: Sequence[dict]) -> dict[tuple[str, float | None], _Point]:
     out = {}
-    for (policy, V), g in groups.items():
-        offered = [_num(r.get("frames_arrived")) / _num(r.get("duration_s")) if _num(r.get("duration_s")) > 0 else math.nan
-                   for r in g]
+    for (_, policy, V), g in seed_groups(rows).items():
         out[(policy, V)] = _Point(
             policy, V,
             energy_j=_mean(_num(r.get("energy_per_frame_j")) for r in g),
             latency_ms=_mean(_num(r.get("latency_ms_mean")) for r in g),
             throughput_fps=_mean(_num(r.get("throughput_fps")) for r in g),
-            offered_fps=_mean(offered),
+            offered_fps=_mean(offered_fps(r) for r in g),
             drops=any(_num(r.get("frames_dropped")) > 0 for r in g),
             seeds=len({r.get("seed") for r in g}),
         )
@@ -289,4 +300,4 @@ def frontier_report(
     }
 
 
-__all__ = ["E_STAR_AT_MS", "HINDSIGHT_POLICIES", "ONLINE_BASELINES", "Tolerances", "frontier_report"]
+__all__ = ["E_STAR_AT_MS", "HINDSIGHT_POLICIES", "ONLINE_BASELINES", "Tolerances", "frontier_report", "offered_fps", "seed_groups"]

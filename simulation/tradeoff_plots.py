@@ -17,6 +17,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from simulation.frontier import offered_fps, seed_groups
 from simulation.plots import _pyplot
 
 V_STYLE = {
@@ -64,19 +65,16 @@ def _serves(row: dict, fraction: float = 0.99) -> bool:
 
 
 def _mean_over_seeds(rows: list[dict]) -> list[dict]:
-    """One row per (policy, V, trace): numeric columns averaged over seeds."""
-    groups: dict = defaultdict(list)
-    for r in rows:
-        groups[(r["policy"], r.get("V"), r["trace"])].append(r)
+    """One row per (policy, V, trace): numeric columns averaged over the seeds that have them."""
     out = []
-    for (policy, V, trace), rs in groups.items():
+    for (trace, policy, V), rs in seed_groups(rows).items():
         row = {"policy": policy, "V": V, "trace": trace}
         for key in ("energy_per_frame_j", "latency_ms_mean", "latency_ms_p95", "throughput_fps", "avg_power_w"):
             vals = np.array([r.get(key, math.nan) for r in rs], dtype=float)
             row[key] = float(np.nanmean(vals)) if np.isfinite(vals).any() else math.nan
         row["serves"] = all(_serves(r) for r in rs)
-        row["arrival_fps"] = float(np.mean([r["frames_arrived"] / r["duration_s"] for r in rs if r.get("duration_s")])) if any(
-            r.get("duration_s") for r in rs) else math.nan
+        rates = [offered_fps(r) for r in rs if r.get("duration_s")]
+        row["arrival_fps"] = float(np.mean(rates)) if rates else math.nan
         out.append(row)
     return out
 
