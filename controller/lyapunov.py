@@ -513,9 +513,9 @@ class LyapunovController:
         w[7] = omega / c1
         if mult:
             # the frame's price: the cheapest way to serve one frame now (its energy at V_E, its
-            # bits at their price, its latency at the capacity now, its share of the level's idle premium) over the
-            # pairs that keep up, plus a margin, capped; the front frame's unfinished part is no
-            # backlog of its own
+            # bits at their price, its latency at the capacity now, its share of the level's idle
+            # premium) over the pairs that keep up, plus a margin, capped; the front frame's
+            # unfinished part is no backlog of its own
             x = 1.0 / c1
             price = min([a + b * x for a, b in self._price_lines])
             cap = v_e * (self._cap_energy + self._cap_idle / lam) + omega * self._cap_latency

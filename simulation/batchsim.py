@@ -129,11 +129,11 @@ class _LyapunovGroup:
         self.tau = tau
         t = pair_tables(system, configs[0])
         self.pair_cut, self.pair_level = t.cut, t.level
-        self.mu, self.dE, self.bits = t.mu, t.per_frame[0], t.per_frame[1]
+        self.mu, self.bits = t.mu, t.per_frame[1]
         self.half_queue = 0.5 * np.stack([t.head_s, t.per_frame[1]])
         self.head_s = t.head_s
         pt = price_tables(t, tau)
-        self.price_order, self.price_starts, self.price_rows = pt.order, pt.starts, pt.rows
+        self.price_mu, self.price_starts, self.price_rows = t.mu[pt.order], pt.starts, pt.rows  # pairs by bits
         self.price_cap = pt.cap
         self.idle_level, self.idle_cost = t.idle_level, t.idle_cost_j
         S, K = len(configs), t.mu.size
@@ -232,11 +232,10 @@ class _LyapunovGroup:
     def _refresh_price(self, v_e, lam) -> None:
         """LyapunovController._refresh_price, lane by lane: the least A of each bits group."""
         a = self.arrival_estimate
-        with np.errstate(invalid="ignore"):
-            A = (v_e[:, None] * self.price_rows[0] + (v_e / lam)[:, None] * self.price_rows[1]
-                 + self.omega[:, None] * self.price_rows[2]
-                 + (self.V * self.gamma_x + self.z_latency / self.dmax)[:, None] * self.price_rows[3])
-        keep = self.mu[self.price_order][None, :] >= a[:, None]
+        A = (v_e[:, None] * self.price_rows[0] + (v_e / lam)[:, None] * self.price_rows[1]
+             + self.omega[:, None] * self.price_rows[2]
+             + (self.V * self.gamma_x + self.z_latency / self.dmax)[:, None] * self.price_rows[3])
+        keep = self.price_mu[None, :] >= a[:, None]
         A = np.where(keep | ~keep.any(axis=1, keepdims=True), A, np.inf)
         self.price_least = np.minimum.reduceat(A, self.price_starts, axis=1) + FRAME_MARGIN
 

@@ -96,8 +96,8 @@ def objective_of(system, ctl, obs, d) -> float:
 
 def brute_force_frame_price(system: SystemModel, ctl: LyapunovController, obs: Observation) -> float:
     """V*gamma_c written out: the cheapest full cost of one frame now (energy, bits at their
-    price, latency at the capacity now, the idle premium shared by lambda frames) over the pairs that keep up with the
-    arrival estimate, plus the margin, capped."""
+    price, latency at the capacity now, the idle premium shared by lambda frames) over the pairs
+    that keep up with the arrival estimate, plus the margin, capped."""
     lam = max(ctl.arrival_estimate, 0.05)
     tau = system.slot_s
     net = system.network
