@@ -182,6 +182,32 @@ def pair_tables(system: SystemModel, config: LyapunovConfig) -> PairTables:
 
 
 @dataclass(frozen=True, eq=False)
+class ObjectiveRows:
+    """The rows a pair's objective is a product with (shared by the controller and the batch
+    engine): ``unit`` (ROWS, K) at one head (n = s on every row), ``at_mu`` the same at n = mu
+    (a pair the supply saturates), ``lin`` (2*ROWS + 1, K) for n = Q_c + b*mu (the unit rows,
+    mu times them, and mu^2*D/2)."""
+
+    unit: np.ndarray
+    at_mu: np.ndarray
+    lin: np.ndarray
+
+
+def objective_rows(tables: PairTables) -> ObjectiveRows:
+    """The :class:`ObjectiveRows` of the pairs of ``tables`` (rows as :data:`ROWS` lists them)."""
+    dE, D = tables.per_frame
+    K = D.size
+    unit = np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j, np.ones(K),
+                     0.5 * tables.head_s, 0.5 * D])
+    mu = tables.mu
+    scale_mu = np.stack([mu, mu, mu, mu, np.ones(K), mu, mu * (mu + 1.0), mu * (mu + 1.0)])
+    mu_f = np.where(mu < BIG_RATE, mu, 0.0)  # a zero-time head always has phi = 1
+    lin = np.vstack([unit, unit * mu_f, (mu_f * mu_f * 0.5 * D)[None, :]])
+    return ObjectiveRows(unit=np.ascontiguousarray(unit), at_mu=np.ascontiguousarray(unit * scale_mu),
+                         lin=np.ascontiguousarray(lin))
+
+
+@dataclass(frozen=True, eq=False)
 class PriceTables:
     """What a frame's price is computed from (shared by the controller and the batch engine).
 
@@ -302,15 +328,8 @@ class LyapunovController:
         # saturated pairs (mu < s_k) are then a prefix; the rest split into those with phi < 1
         # (n linear in mu: `_lin_rows`, the unit rows, mu times them and mu^2*D/2) and those
         # with phi = 1 (n = Q_c + a_hat: the unit rows). Three mat-vec products a slot at most.
-        dE, D = tables.per_frame
-        unit_rows = np.stack([dE, D, tables.post_s, (D > 0).astype(float), tables.idle_j, np.ones(K),
-                              0.5 * tables.head_s, 0.5 * D])
-        mu = tables.mu
-        scale_mu = np.stack([mu, mu, mu, mu, np.ones(K), mu, mu * (mu + 1.0), mu * (mu + 1.0)])
-        self._unit_rows = np.ascontiguousarray(unit_rows)
-        self._at_mu = np.ascontiguousarray(unit_rows * scale_mu)
-        mu_f = np.where(mu < BIG_RATE, mu, 0.0)  # a zero-time head always has phi = 1
-        self._lin_rows = np.ascontiguousarray(np.vstack([unit_rows, unit_rows * mu_f, (mu_f * mu_f * 0.5 * D)[None, :]]))
+        rows = objective_rows(tables)
+        self._unit_rows, self._at_mu, self._lin_rows = rows.unit, rows.at_mu, rows.lin
         self._w = np.zeros(ROWS)
         self._ws = np.zeros(ROWS)
         self._wl = np.zeros(2 * ROWS + 1)

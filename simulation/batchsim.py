@@ -42,6 +42,7 @@ from controller.lyapunov import (
     bit_price_floor,
     bit_price_j_per_bit,
     linear_send_gain,
+    objective_rows,
     pair_tables,
     price_tables,
     shannon_fast_rate,
@@ -130,7 +131,6 @@ class _LyapunovGroup:
         t = pair_tables(system, configs[0])
         self.pair_cut, self.pair_level = t.cut, t.level
         self.mu, self.bits = t.mu, t.per_frame[1]
-        self.half_queue = 0.5 * np.stack([t.head_s, t.per_frame[1]])
         self.head_s = t.head_s
         pt = price_tables(t, tau)
         self.price_mu, self.price_starts, self.price_rows = t.mu[pt.order], pt.starts, pt.rows  # pairs by bits
@@ -157,7 +157,7 @@ class _LyapunovGroup:
         self.alpha = f([c.arrival_ewma for c in configs], dtype=float)
         self.phase = f([c.arrival_phase for c in configs], dtype=bool)
         self.any_phase = bool(self.phase.any())
-        self.slopes = self.omega[:, None] * pt.bits[None, :]  # (S, G): omega*D per bits group
+        self.slopes = pt.bits[:, None] * self.omega[None, :]  # (G, S): omega*D per bits group
         units = [float(c.queue_unit_bits or system.bits[0]) for c in configs]
         if not all(u > 0 for u in units):
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
@@ -176,14 +176,20 @@ class _LyapunovGroup:
         self.any_mult = bool(self.mult.any())
         self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
-        # the scalar controller's rows, in its order: n*dE, n*D, n*post, n*1{D>0}, idle, n,
-        # the heads' and the bits' completion times
-        self.per_head = np.stack([t.per_frame[0], t.per_frame[1], t.post_s, (t.per_frame[1] > 0).astype(float)])
-        self.rows = np.zeros((S, ROWS, K))
-        self.rows[:, 4, :] = t.idle_j
-        self.tri = np.zeros((S, K))
-        self.W = np.zeros((S, 1, ROWS))
-        self.obj = np.empty((S, 1, K))
+        # the scalar controller's three row sets (objective_rows), pairs as rows: a slot's
+        # objective is (K, S), lanes along the contiguous axis, one matrix product per row set
+        r = objective_rows(t)
+        self.unit_rows = np.ascontiguousarray(r.unit.T)
+        self.sat_rows = np.ascontiguousarray(r.at_mu.T)
+        self.lin_rows = np.ascontiguousarray(r.lin.T)
+        self.w = np.zeros((ROWS, S))
+        self.w[2] = self.omega
+        self.w[6] = self.omega
+        self.ws = np.zeros((ROWS, S))
+        self.wl = np.zeros((2 * ROWS + 1, S))
+        self.obj = np.empty((K, S))
+        self.part_obj = np.empty((K, S))
+        self.pair_idx = np.arange(K)[:, None]
         self.lanes = np.arange(S)
         self.t = 0
         self.reset()
@@ -206,7 +212,7 @@ class _LyapunovGroup:
         self.run_q = np.zeros(S)   # the last slot's heads: queue, head time, mu (ran: T > 0)
         self.run_T = np.zeros(S)
         self.run_mu = np.zeros(S)
-        self.price_least = np.zeros((S, self.price_starts.size))
+        self.price_least = np.zeros((self.price_starts.size, S))
         self.last_potential = np.zeros(S)
         self.last_bits = np.zeros(S)
         self.flow_bits = self.unit.copy()
@@ -237,7 +243,7 @@ class _LyapunovGroup:
              + (self.V * self.gamma_x + self.z_latency / self.dmax)[:, None] * self.price_rows[3])
         keep = self.price_mu[None, :] >= a[:, None]
         A = np.where(keep | ~keep.any(axis=1, keepdims=True), A, np.inf)
-        self.price_least = np.minimum.reduceat(A, self.price_starts, axis=1) + FRAME_MARGIN
+        self.price_least = np.ascontiguousarray((np.minimum.reduceat(A, self.price_starts, axis=1) + FRAME_MARGIN).T)
 
     def _learn_phase(self, qc, arrivals) -> None:
         """LyapunovController._learn_phase, lane by lane."""
@@ -254,6 +260,9 @@ class _LyapunovGroup:
         self.arrival_phase_s = np.where(ok, new, rho)
 
     def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+        # called inside simulate_batch's errstate (divide, invalid, over ignored): lanes a branch
+        # does not take may divide by zero or overflow, as the scalar controller's never-taken
+        # branches would
         sl = self.sl
         qc = np.maximum(qc[sl], 0.0)
         qx = qx[sl]
@@ -274,60 +283,88 @@ class _LyapunovGroup:
         a_hat = self.arrival_estimate
         supply = qc + a_hat
         lam = np.where(a_hat > 0.05, a_hat, 0.05)
-        rows = self.rows
-        n = rows[:, 5, :]
-        # heads at pair k: n = min(mu, Q_c + a_hat*phi_k), phi_k = min(1, rho*mu_k/tau)
-        if self.any_phase:
-            # a_hat*phi = min(a_hat, a_hat*rho/tau*mu) (a zero-time head's mu is huge: phi = 1;
-            # a lane without the phase has rho/tau = inf)
-            slope = np.where(self.phase, a_hat * (self.arrival_phase_s / tau), np.inf)
-            part = np.minimum(self.mu[None, :] * slope[:, None], a_hat[:, None])
-            s_k = part + qc[:, None]
-        else:
-            part = a_hat[:, None]
-            s_k = supply[:, None]
-        np.minimum(self.mu, s_k, out=n)
-        np.multiply(n[:, None, :], self.per_head, out=rows[:, 0:4, :])
-        np.multiply(n, n + 1.0, out=self.tri)
-        np.multiply(self.tri, self.half_queue[1], out=rows[:, 7, :])
-        # unsaturated pairs (mu >= s_k): the queued heads back to back, each arrival T after it comes
-        free = (qc * (qc + 1.0))[:, None] + 2.0 * part
-        np.multiply(np.where(self.mu[None, :] >= s_k, free, self.tri), self.half_queue[0], out=rows[:, 6, :])
         g_x = self.gamma_x
         z_l = self.z_latency
         if self.any_mult and t % PRICE_EVERY_SLOTS == 0:
             self._refresh_price(v_e, lam)
         w_bits = qx / self.unit2 + V * g_x
-        W = self.W
         c1 = np.where(cap > 1.0, cap, 1.0)
-        W[:, 0, 0] = v_e
-        W[:, 0, 1] = w_bits + z_l / self.dmax
-        W[:, 0, 2] = omega
-        W[:, 0, 3] = omega * qx / c1
-        W[:, 0, 4] = v_e
+        w = self.w  # the scalar controller's w (rows 2 and 6, omega, are set once)
+        w1 = w_bits + z_l / self.dmax
+        w[0] = v_e
+        w[1] = w1
+        w[3] = omega * qx / c1
+        w[4] = v_e
         frame = -(qc + omega * tau + self.z_throughput + z_l)
         if self.any_mult:
             # the frame's price: the least line at this slot's capacity, capped
-            price = (self.price_least + self.slopes * (1.0 / c1)[:, None]).min(axis=1)
+            price = (self.price_least + self.slopes * (1.0 / c1)).min(axis=0)
             e_cap, i_cap, l_cap = self.price_cap
             price = np.minimum(price, v_e * (e_cap + i_cap / lam) + omega * l_cap)
             self.gamma_c = np.where(self.mult & (V > 0.0), price / np.where(V > 0.0, V, 1.0), 0.0)
             frame = np.where(self.mult, -(np.floor(qc + 1e-9) + price + self.z_throughput + z_l), frame)
-        W[:, 0, 5] = frame
-        W[:, 0, 6] = omega
-        W[:, 0, 7] = omega / c1
-        np.matmul(W, rows, out=self.obj)
-        obj = self.obj[:, 0, :]
-        k = obj.argmin(axis=1)
-        process = (supply > 0.0) & (obj[self.lanes, k] < v_e * self.idle_cost)
+        w[5] = frame
+        w[7] = omega / c1
+        # heads at pair k: n = min(mu, s_k), s_k = Q_c + a_hat*phi_k, phi_k = min(1, rho*mu_k/tau):
+        # the saturated pairs are [0, j), those with phi < 1 [j, j1), the rest phi = 1 (as in
+        # LyapunovController.decide, with the same bisections)
+        mu = self.mu
+        j = np.searchsorted(mu, supply)
+        j1 = j
+        lim = b = None
+        if self.any_phase:
+            rho = self.arrival_phase_s
+            lim = np.where(self.phase, tau / rho, 0.0)
+            lin = supply < lim
+            if lin.any():
+                b = np.where(lin, a_hat / np.where(lin, lim, 1.0), 0.0)
+                j = np.where(lin, np.searchsorted(mu, qc / (1.0 - b)), j)
+                j1 = np.where(lin, np.maximum(np.searchsorted(mu, lim), j), j)
+        obj = self.obj
+        ws = self.ws
+        np.multiply(w[0:4], supply, out=ws[0:4])
+        ws[4] = v_e
+        ws[5] = frame * supply
+        ws[6] = omega * (qc * (qc + 1.0) + 2.0 * a_hat)
+        ws[7] = w[7] * (supply * (supply + 1.0))
+        np.matmul(self.unit_rows, ws, out=obj)
+        if b is not None:
+            lo, hi = int(j.min()), int(j1.max())
+            if lo < hi:
+                wl = self.wl
+                q1 = qc * (qc + 1.0)
+                np.multiply(w[0:4], qc, out=wl[0:4])
+                wl[4] = v_e
+                wl[5] = frame * qc + omega * a_hat * rho
+                wl[6] = omega * q1
+                wl[7] = w[7] * q1
+                np.multiply(w[0:4], b, out=wl[8:12])
+                wl[13] = frame * b
+                wl[15] = w[7] * b * (2.0 * qc + 1.0)
+                wl[16] = w[7] * b * b
+                part = self.part_obj[lo:hi]
+                np.matmul(self.lin_rows[lo:hi], wl, out=part)
+                obj[lo:hi] = np.where(self.pair_idx[lo:hi] < j1, part, obj[lo:hi])
+        top = int(j.max())
+        if top:
+            part = self.part_obj[:top]
+            np.matmul(self.sat_rows[:top], w, out=part)
+            obj[:top] = np.where(self.pair_idx[:top] < j, part, obj[:top])
+        k = obj.argmin(axis=0)
+        mu_k = mu[k]
+        process = (supply > 0.0) & (obj[k, self.lanes] < v_e * self.idle_cost)
         out_cut[sl] = self.pair_cut[k]
         out_level[sl] = np.where(process, self.pair_level[k], self.idle_level)
         out_process[sl] = process
         head_bits = np.where(process, self.bits[k], 0.0)
-        made = np.where(process, n[self.lanes, k] * head_bits, 0.0)
+        if lim is None:
+            s_k = supply
+        else:
+            s_k = qc + np.where(mu_k >= lim, a_hat, a_hat * mu_k / np.where(lim > 0.0, lim, 1.0))
+        made = np.where(process, np.minimum(mu_k, s_k) * head_bits, 0.0)
         self.run_q = qc
         self.run_T = np.where(process, self.head_s[k], 0.0)
-        self.run_mu = self.mu[k]
+        self.run_mu = mu_k
         self.last_bits = head_bits
         self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
@@ -339,7 +376,7 @@ class _LyapunovGroup:
             rate = np.where(fast, self._fast_rate(cap, bits, v_e, log2_k), rate)
         out_rate[sl] = rate
         if self.any_mult:
-            pot = self._rate(cap, np.full(cap.shape, np.inf), np.ones(cap.shape), self.gx_fast, log2_k) * tau
+            pot = self._rate(cap, math.inf, 1.0, self.gx_fast, log2_k) * tau
             self.last_potential = np.where(self.mult, pot, 0.0)
         if self.any_admission:
             out_admit[sl] = np.where(self.admission, qc < self.V * self.theta, True)
@@ -353,8 +390,7 @@ class _LyapunovGroup:
             return cap
         pos = v_e > 0.0
         c_w = self.omega * (bits / self.flow_bits + 1.0) / (2.0 * np.where(pos, v_e, 1.0))
-        with np.errstate(over="ignore", invalid="ignore"):
-            r = shannon_fast_rate(c_w, self.system.network, log2_k, ARRAY)
+        r = shannon_fast_rate(c_w, self.system.network, log2_k, ARRAY)
         r = np.where(r >= cap, cap, np.maximum(r, bits / self.tau))
         return np.where(pos, r, cap)
 
@@ -363,8 +399,7 @@ class _LyapunovGroup:
         r_max = np.minimum(bits_rate, cap)
         net = self.system.network
         if self.shannon:
-            with np.errstate(divide="ignore", invalid="ignore"):
-                r = shannon_rate_bps(w_r, np.where(v_e > 0.0, v_e, 1.0), net, log2_k, np.log2)
+            r = shannon_rate_bps(w_r, np.where(v_e > 0.0, v_e, 1.0), net, log2_k, np.log2)
             chosen = np.where(r <= 0.0, 0.0, np.minimum(r, r_max))
         else:
             chosen = np.where(linear_send_gain(w_r, v_e, net, r_max) > 0.0, r_max, 0.0)

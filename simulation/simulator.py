@@ -193,7 +193,8 @@ def frame_times(system: SystemModel, arrivals: np.ndarray, arr_slot: np.ndarray,
     n_slots = len(done)
     n_arr = len(arrivals)
     # which arrivals were admitted: the first `admitted[t]` of the frames arriving in slot t
-    slot_start_idx = np.searchsorted(arr_slot, np.arange(n_slots))
+    per_slot = np.bincount(arr_slot, minlength=n_slots)[:n_slots]
+    slot_start_idx = np.cumsum(per_slot) - per_slot
     rank_in_slot = np.arange(n_arr) - slot_start_idx[arr_slot]
     is_admitted = rank_in_slot < admitted[arr_slot]
     adm_idx = np.flatnonzero(is_admitted)
@@ -237,11 +238,32 @@ def frame_times(system: SystemModel, arrivals: np.ndarray, arr_slot: np.ndarray,
     }
 
 
+def _quantiles(x: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """``np.percentile(x, qs)`` (its default, linear interpolation) from one sort: a summary is
+    made per run, and thousands of runs make a sweep."""
+    v = np.sort(x)
+    top = len(v) - 1
+    out = []
+    for q in qs:
+        pos = q / 100.0 * top
+        lo = math.floor(pos)
+        hi = min(lo + 1, top)
+        out.append(float(v[lo] + (v[hi] - v[lo]) * (pos - lo)))
+    return out
+
+
 def _percentiles(x: np.ndarray) -> dict[str, float]:
     if len(x) == 0:
         return {"mean": math.nan, "p50": math.nan, "p95": math.nan, "p99": math.nan}
-    p50, p95, p99 = np.percentile(x, [50, 95, 99])
-    return {"mean": float(x.mean()), "p50": float(p50), "p95": float(p95), "p99": float(p99)}
+    p50, p95, p99 = _quantiles(x, (50.0, 95.0, 99.0))
+    return {"mean": float(x.mean()), "p50": p50, "p95": p95, "p99": p99}
+
+
+def _shares(x: np.ndarray, n: int) -> list[float]:
+    """The share of each value 0..n-1 among the ints ``x`` (all 0 when ``x`` is empty)."""
+    if len(x) == 0:
+        return [0.0] * n
+    return (np.bincount(x.astype(np.int64), minlength=n)[:n] / len(x)).tolist()
 
 
 def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -> dict:
@@ -284,13 +306,9 @@ def summarize(result: SimResult, policy_name: str, cut_names: tuple[str, ...]) -
             "end_Qc_frames": float(s["Qc_frames"][-1]) if n_slots else 0.0,
             "end_Qx_bits": float(s["Qx_bits"][-1]) if n_slots else 0.0,
         },
-        "decision_us": {
-            "median": float(np.median(dec_us)) if n_slots else math.nan,
-            "p99": float(np.percentile(dec_us, 99)) if n_slots else math.nan,
-        },
+        "decision_us": dict(zip(("median", "p99"), _quantiles(dec_us, (50.0, 99.0)) if n_slots else (math.nan, math.nan))),
         "choices": {
-            "cut_share": {name: float(np.mean(s["cut"][s["process"]] == i)) if s["process"].any() else 0.0
-                          for i, name in enumerate(cut_names)},
+            "cut_share": dict(zip(cut_names, _shares(s["cut"][s["process"]], len(cut_names)))),
             "mean_gpu_hz": float(np.mean(s["gpu_hz"])) if n_slots else math.nan,
             "busy_share": float(s["busy_s"].sum() / duration) if duration else 0.0,
         },
