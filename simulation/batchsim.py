@@ -174,6 +174,7 @@ class _LyapunovGroup:
         self.all_rate_control = bool(self.rate_control.all())
         self.any_zero_V = bool((self.V <= 0.0).any())
         self.any_mult = bool(self.mult.any())
+        self.all_mult = bool(self.mult.all())
         self.needs_energy = bool(self.obs_budget.any())
         self.shannon = system.network.model == "shannon"
         # the scalar controller's three row sets (objective_rows), pairs as rows: a slot's
@@ -229,10 +230,14 @@ class _LyapunovGroup:
             self.gx_fast = self.gamma_x.copy()
             return
         if self.any_mult:
-            x = np.clip(self.gain * (self.made_bits - self.last_potential), -1.0, 1.0)
+            x = np.minimum(np.maximum(self.gain * (self.made_bits - self.last_potential), -1.0), 1.0)
             g = np.maximum(self.gx_fast * np.exp(x), self.gx_min)
-            self.gx_fast = np.where(self.mult, g, self.gx_fast)
-            self.gamma_x = np.where(self.mult, self.gamma_x + self.avg * (self.gx_fast - self.gamma_x), self.gamma_x)
+            gx = self.gamma_x + self.avg * (g - self.gamma_x)
+            if self.all_mult:
+                self.gx_fast, self.gamma_x = g, gx
+            else:
+                self.gx_fast = np.where(self.mult, g, self.gx_fast)
+                self.gamma_x = np.where(self.mult, gx, self.gamma_x)
         self.arrival_estimate = self.arrival_estimate + self.alpha * (arrivals - self.arrival_estimate)
 
     def _refresh_price(self, v_e, lam) -> None:
@@ -373,7 +378,8 @@ class _LyapunovGroup:
         rate = self._rate(cap, bits / tau, v_e, w_r, log2_k)
         fast = (rate > 0.0) & (rate >= bits / tau) & (rate < cap) & self.rate_control
         if fast.any():
-            rate = np.where(fast, self._fast_rate(cap, bits, v_e, log2_k), rate)
+            i = np.flatnonzero(fast)  # about a third of the lanes: the closed form on those only
+            rate[i] = self._fast_rate(i, cap[i], bits[i], v_e[i], None if log2_k is None else log2_k[i])
         out_rate[sl] = rate
         if self.any_mult:
             pot = self._rate(cap, math.inf, 1.0, self.gx_fast, log2_k) * tau
@@ -384,12 +390,12 @@ class _LyapunovGroup:
             out_admit[sl] = True
         self.last_queues = qc + qx
 
-    def _fast_rate(self, cap, bits, v_e, log2_k) -> np.ndarray:
-        """LyapunovController._fast_rate, lane by lane (the same function on arrays)."""
+    def _fast_rate(self, i, cap, bits, v_e, log2_k) -> np.ndarray:
+        """LyapunovController._fast_rate for the lanes ``i`` (the same function on arrays)."""
         if not self.shannon:
             return cap
         pos = v_e > 0.0
-        c_w = self.omega * (bits / self.flow_bits + 1.0) / (2.0 * np.where(pos, v_e, 1.0))
+        c_w = self.omega[i] * (bits / self.flow_bits[i] + 1.0) / (2.0 * np.where(pos, v_e, 1.0))
         r = shannon_fast_rate(c_w, self.system.network, log2_k, ARRAY)
         r = np.where(r >= cap, cap, np.maximum(r, bits / self.tau))
         return np.where(pos, r, cap)
