@@ -603,7 +603,12 @@ class LyapunovController:
         obj = self._obj
         k = int(obj.argmin())
         cut = self._cut_list[k]
-        if supply > 0.0 and obj.item(k) < v_e * self._idle_cost:
+        idle = v_e * self._idle_cost
+        if mult:
+            # the backlog term counts whole frames; a partly run front frame still waits a slot
+            # if the GPU idles: its remaining part is charged omega*tau per frame
+            idle += omega * tau * (qc - math.floor(qc + 1e-9))
+        if supply > 0.0 and obj.item(k) < idle:
             level, process = self._level_list[k], True
             mu = mu_list[k]
             head_bits = self._bits_list[k]

@@ -357,7 +357,10 @@ class _LyapunovGroup:
             obj[:top] = np.where(self.pair_idx[:top] < j, part, obj[:top])
         k = obj.argmin(axis=0)
         mu_k = mu[k]
-        process = (supply > 0.0) & (obj[k, self.lanes] < v_e * self.idle_cost)
+        idle = v_e * self.idle_cost
+        if self.any_mult:
+            idle = np.where(self.mult, idle + omega * tau * (qc - np.floor(qc + 1e-9)), idle)
+        process = (supply > 0.0) & (obj[k, self.lanes] < idle)
         out_cut[sl] = self.pair_cut[k]
         out_level[sl] = np.where(process, self.pair_level[k], self.idle_level)
         out_process[sl] = process

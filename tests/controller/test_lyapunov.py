@@ -77,9 +77,20 @@ def pair_terms(system: SystemModel, ctl: LyapunovController, obs: Observation, p
     return obj, n
 
 
+def idle_objective(system: SystemModel, ctl: LyapunovController, obs: Observation, level: int) -> float:
+    """An idle slot at ``level``: its idle energy, and (with multipliers, whose backlog term counts
+    whole frames) the part-run front frame's remaining part waiting a slot."""
+    tau = system.slot_s
+    obj = ctl.energy_weight() * tau * float(system.idle_w[level])
+    if ctl.config.multipliers:
+        qc = max(obs.queue_frames, 0.0)
+        obj += ctl.config.latency_weight(tau) * tau * (qc - math.floor(qc + 1e-9))
+    return obj
+
+
 def brute_force_pair(system: SystemModel, ctl: LyapunovController, obs: Observation) -> float:
     """Best objective over (cut, level) with a plain Python loop, idling included."""
-    best = ctl.energy_weight() * system.slot_s * float(system.idle_w.min())  # idle
+    best = idle_objective(system, ctl, obs, int(np.argmin(system.idle_w)))
     if max(obs.queue_frames, 0.0) + ctl.arrival_estimate <= 0:
         return best
     for p in range(system.n_cuts):
@@ -90,7 +101,7 @@ def brute_force_pair(system: SystemModel, ctl: LyapunovController, obs: Observat
 
 def objective_of(system, ctl, obs, d) -> float:
     if not d.process:
-        return ctl.energy_weight() * system.slot_s * float(system.idle_w[d.level])
+        return idle_objective(system, ctl, obs, d.level)
     return pair_terms(system, ctl, obs, d.cut, d.level)[0]
 
 
