@@ -49,9 +49,23 @@ def load_key_file(path: str | os.PathLike[str], *, need_secret: bool) -> tuple[b
     _check_z85_key(public, p, "public key")
     if need_secret:
         _check_z85_key(secret, p, "secret key (use the .key_secret file)")
+        check_private(p)
         if zmq.curve_public(secret) != public:
             raise KeyFileError(f"{p}: the secret key does not belong to the public key")
     return public, secret
+
+
+def check_private(path: Path) -> None:
+    """Refuse a secret key file that its group or others may read or write (POSIX): a key that
+    others can read is no longer secret, and one they can write is theirs to replace."""
+    if os.name != "posix":
+        return
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise KeyFileError(
+            f"{path}: secret key file is open to {'group and others' if mode & 0o007 else 'its group'} "
+            f"(mode {mode:04o}); make it private with: chmod 600 {path}"
+        )
 
 
 def load_client_folder(folder: str | os.PathLike[str]) -> dict[bytes, Path]:
@@ -118,6 +132,9 @@ class ClientKeys:
         assert secret is not None
         return cls(server_public, public, secret)
 
+    def __repr__(self) -> str:  # no key bytes in logs, reprs or tracebacks
+        return "ClientKeys(server public key, own key pair: not shown)"
+
     def apply(self, sock: zmq.Socket) -> None:
         """Make ``sock`` a CURVE client of the server (before ``connect``)."""
         sock.curve_serverkey = self.server_public
@@ -141,6 +158,9 @@ class ServerKeys:
         public, secret = load_key_file(secret_file, need_secret=True)
         assert secret is not None
         return cls(public, secret, load_client_folder(clients_folder), Path(clients_folder))
+
+    def __repr__(self) -> str:  # no key bytes in logs, reprs or tracebacks
+        return f"ServerKeys(key pair: not shown, {len(self.clients)} client keys from {str(self.clients_folder)!r})"
 
     def apply(self, sock: zmq.Socket) -> None:
         """Make ``sock`` a CURVE server (before ``bind``); a ZAP handler must be running."""

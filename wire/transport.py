@@ -14,6 +14,7 @@ edge is down fails fast instead of being delivered, stale, when the edge comes b
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import re
 import time
@@ -57,6 +58,22 @@ def check_endpoint(value: str, *, bind: bool) -> str:
     if port != "*" and not (0 if bind else 1) <= int(port) <= 65535:
         raise ValueError(f"{value!r}: port {port} outside {0 if bind else 1}..65535")
     return value
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether a ``tcp://HOST:PORT`` endpoint (as :func:`check_endpoint` accepts it) can only be
+    reached from this machine: 127.0.0.0/8, ``::1`` or ``localhost``. ``*``, ``0.0.0.0``, any
+    other address and interface names are reachable from elsewhere."""
+    m = _ENDPOINT.match(endpoint)
+    if not m:
+        return False
+    host = m.group(1).strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def configure_socket(sock: zmq.Socket, limits: Limits, *, linger_s: float = 0.0) -> None:
@@ -417,6 +434,7 @@ __all__ = [
     "echo_frames",
     "error_reply",
     "frame_buffer",
+    "is_loopback",
     "parse",
     "ping_frames",
     "pong_frames",

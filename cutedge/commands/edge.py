@@ -179,6 +179,7 @@ def edge(
     from edge_agent.server import EdgeServer, ServerConfig
     from wire.curve import KeyFileError, ServerKeys
     from wire.format import Limits
+    from wire.transport import is_loopback
 
     try:
         default_shape = parse_input_shape(input_shape)
@@ -255,4 +256,12 @@ def edge(
         f"on ({len(keys.clients)} client keys)" if keys else "off",
         max_message_bytes,
     )
+    if keys is None and not is_loopback(endpoint):
+        log.warning(
+            "edge: %s is reachable from other machines and CURVE is off: anyone who can reach "
+            "it can send tensors to this edge, make it run its models and read the results, "
+            "and the traffic is in the clear; pass --curve-secret and --curve-clients "
+            "(`cutedge keys` makes the key files) or bind 127.0.0.1",
+            endpoint,
+        )
     server.serve()

@@ -23,7 +23,7 @@ from wire.curve import (
 )
 from wire.echo import EchoServer
 from wire.format import ErrorCode, Header, Limits, MsgType, encode_header
-from wire.transport import EdgeClient, EdgeError, EdgeTimeout, configure_socket
+from wire.transport import EdgeClient, EdgeError, EdgeTimeout, configure_socket, is_loopback
 
 
 @pytest.fixture
@@ -196,6 +196,7 @@ def test_bad_key_files_are_named_in_the_error(tmp_path):
         pub.read_text()
         + "\n".join(line for line in other_sec.read_text().splitlines() if "secret-key" in line)
     )
+    mixed.chmod(0o600)
     with pytest.raises(KeyFileError, match="does not belong"):
         load_key_file(mixed, need_secret=True)
     empty = tmp_path / "empty"
@@ -204,6 +205,51 @@ def test_bad_key_files_are_named_in_the_error(tmp_path):
         load_client_folder(empty)
     with pytest.raises(KeyFileError, match="not found"):
         load_client_folder(tmp_path / "nope")
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("mode, who", [(0o644, "group and others"), (0o640, "its group"), (0o604, "group and others")])
+def test_secret_key_file_open_to_others_is_refused(tmp_path, mode, who):
+    pub, sec = make_key_pair(tmp_path, "edge")
+    make_key_pair(tmp_path / "clients", "board1")
+    sec.chmod(mode)
+    for load in (lambda: load_key_file(sec, need_secret=True),
+                 lambda: ServerKeys.load(sec, tmp_path / "clients"),
+                 lambda: ClientKeys.load(pub, sec)):
+        with pytest.raises(KeyFileError) as err:
+            load()
+        msg = str(err.value)
+        assert "\n" not in msg and str(sec) in msg and f"mode {mode:04o}" in msg and who in msg
+        assert "chmod 600" in msg
+    load_key_file(pub, need_secret=False)  # a public key file may be world-readable
+    sec.chmod(0o600)
+    assert load_key_file(sec, need_secret=True)[1] is not None
+
+
+def test_no_key_bytes_in_reprs(tmp_path):
+    pub, sec = make_key_pair(tmp_path, "edge")
+    _, csec = make_key_pair(tmp_path / "clients", "board1")
+    server = ServerKeys.load(sec, tmp_path / "clients")
+    client = ClientKeys.load(pub, csec)
+    keys = [server.public, server.secret, client.public, client.secret, client.server_public, *server.clients]
+    from edge_agent.server import ServerConfig
+
+    for obj in (server, client, ServerConfig("tcp://127.0.0.1:5555", curve=server)):
+        text = repr(obj) + str(obj)
+        for k in keys:
+            assert k.decode() not in text and repr(k) not in text, type(obj).__name__
+    assert "1 client keys" in repr(server)
+
+
+@pytest.mark.parametrize(
+    "endpoint, local",
+    [("tcp://127.0.0.1:5555", True), ("tcp://127.8.9.1:1", True), ("tcp://localhost:0", True),
+     ("tcp://[::1]:5555", True), ("tcp://*:5555", False), ("tcp://0.0.0.0:5555", False),
+     ("tcp://10.0.0.2:5555", False), ("tcp://[::]:5555", False), ("tcp://eth0:5555", False),
+     ("not an endpoint", False)],
+)
+def test_is_loopback(endpoint, local):
+    assert is_loopback(endpoint) is local
 
 
 def test_curve_echo_serves_allowed_key_and_ignores_others(tmp_path):
