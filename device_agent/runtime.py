@@ -6,7 +6,7 @@ pins the GPU level through a clock backend, runs heads, paces the uplink at the 
 collects results from the edge agent. Frames are never lost:
 
 * a frame whose head ran at the last cut is complete on the device;
-* a frame sent to the edge is kept (its input tensor) until its result arrives; if the edge goes
+* a frame sent to the edge keeps its input tensor until its result arrives; if the edge goes
   silent past ``edge_timeout_s`` while requests are pending (or cannot be reached), every frame
   in flight or waiting for the uplink goes back to the front of the device's queue to be re-run
   wholly on the device (in slots, like any frame), new frames run wholly on the device, and a
@@ -28,6 +28,10 @@ message is): an exploration step that measures the link and still completes a re
 low initial estimate cannot lock the agent out of offloading, and no message waits on a paced
 rate of zero for longer than ``probe_every_s``.
 
+Memory does not grow with the run's tensors: a frame drops its input the moment its result is in
+(no fallback can need it then), and results are not kept (the summary needs their times only);
+what stays per frame is its few timestamps.
+
 Radio energy is not on any rail of an emulated run, so the agent adds the network profile's
 ``P_tx(r)`` for the time it sent (documented in the summary as ``tx_energy_j``).
 """
@@ -40,7 +44,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +65,7 @@ _REFUSALS = frozenset({ErrorCode.UNKNOWN_MODEL, ErrorCode.BAD_CUT, ErrorCode.BAD
 class Frame:
     fid: int
     arrival_s: float
-    x: torch.Tensor
+    x: torch.Tensor | None  # the input; None once the result is in
     head_start_s: float = math.nan
     head_done_s: float = math.nan
     sent_s: float = math.nan
@@ -72,7 +75,6 @@ class Frame:
     request_id: int = 0
     bits: float = 0.0
     fallback: bool = False  # sent to the edge once, now re-run on the device
-    result: Any = None
 
 
 @dataclass
@@ -269,9 +271,9 @@ class LiveAgent:
         frame.head_done_s = self.now()
         frame.cut = cut
         if cut == self.local:
-            frame.result = outs
             frame.sent_s = frame.result_s = frame.head_done_s
             frame.path = "fallback" if frame.fallback else "local"
+            frame.x = None
             return
         self._push(frame, spec.index, outs)
 
@@ -387,7 +389,6 @@ class LiveAgent:
                     self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
                 self._run_locally(frame)
                 continue
-            frame.result = reply.tensors[0] if len(reply.tensors) == 1 else reply.tensors
             frame.result_s = self.now()
             if self.uplink.capacity is None:  # a real network: the transfer time is in the round trip
                 net_s = reply.rtt_s - reply.edge_queue_s - reply.edge_tail_s
@@ -397,7 +398,8 @@ class LiveAgent:
             if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
                 full = self._head(self.local, frame.x)
                 full = full[0] if isinstance(full, (tuple, list)) else full
-                self.verify.append(float((full - frame.result).abs().max()))
+                self.verify.append(float((full - reply.tensors[0]).abs().max()))
+            frame.x = None
 
     def _edge_down(self, why: str, also: list[Frame] = ()) -> None:
         if not self.edge_up:

@@ -102,6 +102,46 @@ def test_without_an_edge_every_frame_completes_on_the_device_and_the_clock_is_re
         assert key in summary
 
 
+def test_a_frame_lets_go_of_its_input_once_its_result_is_in(tmp_path, capsys, monkeypatch):
+    """Memory must not grow with the run: at the end of a run (before the agent goes away) no
+    input tensor of a completed frame is still alive."""
+    import gc
+    import weakref
+
+    import device_agent.runtime as runtime
+
+    refs: list[weakref.ref] = []
+    make = runtime.synthetic_source
+
+    def source(shape, seed):
+        frame = make(shape, seed)
+
+        def tracked(i):
+            x = frame(i)
+            refs.append(weakref.ref(x))
+            return x
+
+        return tracked
+
+    alive_at_end: list[int] = []
+    summary = runtime.LiveAgent.summary
+
+    def counting_summary(self):
+        gc.collect()
+        alive_at_end.append(sum(r() is not None for r in refs))
+        return summary(self)
+
+    monkeypatch.setattr(runtime, "synthetic_source", source)
+    monkeypatch.setattr(runtime.LiveAgent, "summary", counting_summary)
+    rc, _, err = run(
+        capsys, "--edge", f"tcp://127.0.0.1:{_unused_port()}", "--backend", "simulated",
+        "--board", "jetson-nano", "--model", "mobilenet_v2", "--input-shape", "3,32,32",
+        "--frames", "20", "--fps", "20", "--edge-timeout", "0.3", "--out", str(tmp_path / "run"),
+    )
+    assert rc == 0, err
+    assert len(refs) == 20 and alive_at_end and alive_at_end[0] == 0
+
+
 def test_sigterm_mid_run_restores_the_clock_and_counts_every_frame(tmp_path):
     """A real `cutedge device run` process on a fake Orin tree, killed with SIGTERM mid-run."""
     import os
