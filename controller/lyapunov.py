@@ -631,20 +631,7 @@ class LyapunovController:
             rate = self._fast_rate(capacity, bits, v_e, log2_k)
         if self._mult:
             # what the multiplier alone would send this slot (the LP's rate at price gamma_x)
-            # (_rate with unlimited bits at V_E = 1, written out: it runs every slot)
-            gx = self._gx_fast
-            pot = 0.0
-            if capacity > 0.0 and gx > 0.0:
-                if not cfg.rate_control:
-                    pot = capacity
-                elif self._shannon:
-                    net = self.system.network
-                    W = net.bandwidth_hz
-                    r = W * (math.log2(gx * W / (net.max_power_w * LN2)) + log2_k)
-                    pot = 0.0 if r <= 0.0 else (r if r < capacity else capacity)
-                elif linear_send_gain(gx, 1.0, self.system.network, capacity) > 0.0:
-                    pot = capacity
-            self._last_potential = pot * tau
+            self._last_potential = self._rate(capacity, math.inf, 1.0, self._gx_fast, log2_k) * tau
         admit = True
         if cfg.admission_frame_value_j is not None:
             admit = qc < V * cfg.admission_frame_value_j
