@@ -9,10 +9,18 @@ reply (ROUTER identity + header + zero-copy output buffers) over an inproc PUSH 
 the main thread, which forwards it on the ROUTER. So pings are answered even while every worker
 is busy, which is what the device agent relies on to tell a slow edge from a dead one.
 
-Memory is bounded by construction: libzmq refuses frames over ``MAXMSGSIZE`` (the configured
-message limit) before buffering them, each peer may have at most ``rcvhwm`` messages waiting,
-and the job queue holds at most ``queue_bytes`` of accepted payload; past that a request gets
-a BUSY reply instead of a place in memory.
+Who may connect is decided before a peer can send a message (``edge_agent.access``): libzmq
+buffers a multipart message whole, so a peer let in could make the edge hold whatever it sends.
+The gate admits listed addresses (this machine by default) and, with CURVE, listed client keys
+only, and caps open connections. For admitted peers, libzmq refuses frames over ``MAXMSGSIZE``
+(the configured message limit) before buffering them, each peer may have at most ``rcvhwm``
+messages waiting, and the job queue holds at most ``queue_bytes`` of accepted payload.
+
+Service is fair between devices (one ROUTER peer is one device): accepted requests wait in one
+queue per device and the workers take them round robin, and while several devices have requests
+waiting, each may hold at most its share (1/n) of the queue's places and bytes; a lone device may
+use all of it. A request past its share, or past the whole queue, gets a BUSY reply that carries
+the edge's advice on how long to wait before sending again.
 
 Nothing a peer sends stops the server: every refusal is an ERROR reply with a code and a
 one-line reason; an exception anywhere in handling one message becomes an INTERNAL or
@@ -24,15 +32,17 @@ was accepted (bounded by ``drain_timeout_s``), flushes the replies and logs a fi
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
 import zmq
 
+from edge_agent.access import AccessPolicy, Gate
 from edge_agent.runner import TailRunner
 from wire.curve import ServerKeys
 from wire.format import (
@@ -69,7 +79,9 @@ class ServerConfig:
 
     ``queue_bytes`` (default 4 x the message limit) bounds accepted-but-not-yet-run payload;
     ``max_queued`` bounds the number of such requests. ``rcvhwm`` is ZeroMQ's per-peer receive
-    queue in messages.
+    queue in messages. ``access`` says who may connect. ``served_log``: a CSV file getting one
+    row per RESULT sent (peer, request id, model, cut, tail time), so a test or an operator can
+    check which frames the edge ran.
     """
 
     endpoint: str
@@ -82,6 +94,8 @@ class ServerConfig:
     rcvhwm: int = 64
     drain_timeout_s: float = 10.0
     heartbeat_ivl_s: float = 2.0
+    access: AccessPolicy = field(default_factory=AccessPolicy)
+    served_log: Path | None = None
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -97,7 +111,10 @@ class _Counts:
     errors: int = 0  # ERROR replies sent
     pings: int = 0
     tail_ns: int = 0  # summed over served requests
-    refused_clients: int = 0  # CURVE handshakes denied
+    busy: int = 0  # BUSY replies (also counted in errors)
+    refused_key: int = 0  # CURVE handshakes with an unknown key
+    refused_address: int = 0  # handshakes from an address not allowed
+    refused_connection: int = 0  # connections shut past the connection cap
     unlogged: int = 0  # refusals not logged one by one
 
     def mean_tail_ms(self) -> float:
@@ -142,28 +159,112 @@ class _Job:
     nbytes: int
 
 
-class _CurveClients:
-    """ZAP credentials provider: only the listed public keys may connect."""
+class _FairQueue:
+    """Accepted requests, one FIFO per device, taken round robin; admission by fair share.
 
-    def __init__(self, keys: ServerKeys, stats: _Stats):
-        self.allowed = set(keys.clients)
-        self.stats = stats
-        self._seen: set[bytes] = set()
+    ``offer`` admits a job or returns the seconds a BUSY reply advises waiting. While n devices
+    have jobs waiting, each may hold at most ``max_jobs // n`` jobs (at least one) and
+    ``max_bytes // n`` bytes (at least one message); one device alone may fill the whole queue.
+    ``running`` jobs count against the totals until ``done``.
+    """
 
-    def callback(self, domain: str, key: bytes) -> bool:
-        from zmq.utils import z85
+    def __init__(self, max_jobs: int, max_bytes: int, workers: int):
+        self.max_jobs, self.max_bytes, self.workers = max_jobs, max_bytes, workers
+        self._cv = threading.Condition()
+        self._waiting: dict[bytes, deque[_Job]] = {}
+        self._ring: deque[bytes] = deque()  # devices with jobs waiting, in turn order
+        self._bytes: dict[bytes, int] = {}
+        self.jobs = 0  # waiting + running
+        self.bytes = 0
+        self._closed = False
+        self._tail_s = 0.01  # running mean of tail times, for the BUSY advice
 
-        z = z85.encode(key) if len(key) == 32 else key
-        if z in self.allowed:
-            return True
-        self.stats.add(refused_clients=1)
-        if z not in self._seen:  # one line per unknown key, not one per reconnect attempt
-            self._seen.add(z)
-            log.warning(
-                "edge: refused CURVE client with unknown public key %s",
-                z.decode("ascii", "replace"),
+    def offer(self, key: bytes, job: _Job) -> tuple[float, str] | None:
+        with self._cv:
+            mine = self._waiting.get(key)
+            n_dev = len(self._ring) + (mine is None)
+            mine_jobs = len(mine) if mine else 0
+            mine_bytes = self._bytes.get(key, 0)
+            full = self.jobs >= self.max_jobs or self.bytes + job.nbytes > self.max_bytes
+            over_share = n_dev > 1 and (
+                mine_jobs >= max(1, self.max_jobs // n_dev)
+                or (mine_bytes and mine_bytes + job.nbytes > self.max_bytes // n_dev)
             )
-        return False
+            if full or over_share:
+                # this device's next place frees after its own waiting jobs, each one turn of
+                # the round robin over the devices waiting
+                ahead = max(1, mine_jobs) * max(1, n_dev) if over_share else max(1, self.jobs)
+                wait_s = min(5.0, max(0.001, ahead * self._tail_s / self.workers))
+                if full:
+                    why = f"edge queue full ({self.jobs} requests, {self.bytes} bytes waiting)"
+                else:
+                    why = (f"this device's share of the edge queue is full ({mine_jobs} of its "
+                           f"requests waiting while {n_dev} devices wait)")
+                return wait_s, f"{why}; retry in {wait_s * 1e3:.0f} ms"
+            if mine is None:
+                mine = self._waiting[key] = deque()
+                self._ring.append(key)
+            mine.append(job)
+            self._bytes[key] = mine_bytes + job.nbytes
+            self.jobs += 1
+            self.bytes += job.nbytes
+            self._cv.notify()
+            return None
+
+    def take(self) -> _Job | None:
+        """The next job, round robin over devices; None once closed and empty."""
+        with self._cv:
+            while not self._ring:
+                if self._closed:
+                    return None
+                self._cv.wait()
+            key = self._ring.popleft()
+            mine = self._waiting[key]
+            job = mine.popleft()
+            left = self._bytes[key] - job.nbytes
+            if mine:
+                self._ring.append(key)
+                self._bytes[key] = left
+            else:
+                del self._waiting[key], self._bytes[key]
+            return job
+
+    def done(self, job: _Job, tail_s: float | None) -> None:
+        with self._cv:
+            self.jobs -= 1
+            self.bytes -= job.nbytes
+            if tail_s is not None:
+                self._tail_s += 0.1 * (tail_s - self._tail_s)
+
+    def close(self) -> None:
+        """Workers finish what waits, then ``take`` returns None."""
+        with self._cv:
+            self._closed = True
+            self._cv.notify_all()
+
+    @property
+    def devices_waiting(self) -> int:
+        with self._cv:
+            return len(self._ring)
+
+
+class _ServedLog:
+    """One CSV row per RESULT sent, written by the workers (a lock keeps rows whole)."""
+
+    def __init__(self, path: Path):
+        self._lock = threading.Lock()
+        self._fh = open(path, "w", buffering=1)
+        self._fh.write("peer,request_id,model,cut,tail_ms\n")
+
+    def add(self, peer: bytes, request_id: int, model: str, cut: int, tail_ns: int) -> None:
+        with self._lock:
+            if self._fh.closed:  # a tail that outlived the drain timeout
+                return
+            self._fh.write(f"{peer.hex()},{request_id},{model},{cut},{tail_ns / 1e6:.3f}\n")
+
+    def close(self) -> None:
+        with self._lock:
+            self._fh.close()
 
 
 class EdgeServer:
@@ -181,15 +282,13 @@ class EdgeServer:
         self.context = context or zmq.Context()
         self.stats = _Stats()
         self.queue_bytes = config.queue_bytes or 4 * self.limits.max_message_bytes
-        self._jobs: queue.Queue[_Job | None] = queue.Queue()
-        self._queued_lock = threading.Lock()
-        self._queued_bytes = 0
-        self._queued_n = 0
+        self._jobs = _FairQueue(config.max_queued, self.queue_bytes, config.workers)
+        self._served_log: _ServedLog | None = None
         self._stop = threading.Event()
         self._stop_reason = ""
         self._started_at = 0.0
         self._workers: list[threading.Thread] = []
-        self._auth: Any = None
+        self._gate: Gate | None = None
         self.router: zmq.Socket | None = None
         self._results: zmq.Socket | None = None
         self._results_addr = f"inproc://cutedge-edge-results-{id(self):x}"
@@ -220,16 +319,14 @@ class EdgeServer:
         A port of ``*`` or ``0`` binds a free port; the returned endpoint names it.
         """
         cfg = self.config
-        if cfg.curve is not None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self._auth = ThreadAuthenticator(
-                self.context, log=logging.getLogger("cutedge.edge.zap")
-            )
-            self._auth.start()
-            self._auth.configure_curve_callback(
-                domain="*", credentials_provider=_CurveClients(cfg.curve, self.stats)
-            )
+        self._gate = Gate(
+            self.context,
+            cfg.access,
+            client_keys=None if cfg.curve is None else cfg.curve.clients,
+            count=lambda name: self.stats.add(**{name: 1}),
+            log=log,
+        )
+        self._gate.start()
         router = self.context.socket(zmq.ROUTER)
         configure_socket(router, self.limits, linger_s=1.0)
         router.setsockopt(zmq.RCVHWM, cfg.rcvhwm)
@@ -237,6 +334,7 @@ class EdgeServer:
         router.setsockopt(zmq.HEARTBEAT_TIMEOUT, int(cfg.heartbeat_ivl_s * 3000))
         if cfg.curve is not None:
             cfg.curve.apply(router)
+        self._gate.prepare(router)
         endpoint = cfg.endpoint
         if endpoint.startswith("tcp://") and endpoint.endswith(":0"):
             endpoint = endpoint[:-2] + ":*"
@@ -244,10 +342,13 @@ class EdgeServer:
             router.bind(endpoint)
         except zmq.ZMQError as exc:
             router.close(linger=0)
-            self._stop_auth()
+            self._stop_gate()
             raise OSError(f"cannot bind {cfg.endpoint}: {exc.strerror}") from None
         self.router = router
         self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._gate.watch(self.endpoint)
+        if cfg.served_log is not None:
+            self._served_log = _ServedLog(cfg.served_log)
         self._results = self.context.socket(zmq.PULL)
         self._results.bind(self._results_addr)
         for i in range(cfg.workers):
@@ -257,10 +358,10 @@ class EdgeServer:
         self._started_at = time.monotonic()
         return self.endpoint
 
-    def _stop_auth(self) -> None:
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
+    def _stop_gate(self) -> None:
+        if self._gate is not None:
+            self._gate.stop()
+            self._gate = None
 
     def request_stop(self, reason: str = "stop requested") -> None:
         """Ask :meth:`serve` to shut down; safe from a signal handler or another thread."""
@@ -346,26 +447,18 @@ class EdgeServer:
             check_request(h, self.catalog, self.limits)
             if self._stop.is_set():
                 raise WireError(ErrorCode.SHUTTING_DOWN, "edge is shutting down", h.request_id)
-            nbytes = h.payload_bytes
-            with self._queued_lock:
-                if (
-                    self._queued_n >= self.config.max_queued
-                    or self._queued_bytes + nbytes > self.queue_bytes
-                ):
-                    raise WireError(
-                        ErrorCode.BUSY,
-                        f"edge queue full ({self._queued_n} requests, "
-                        f"{self._queued_bytes} bytes waiting)",
-                        h.request_id,
-                    )
-                self._queued_n += 1
-                self._queued_bytes += nbytes
         except WireError as exc:
             self._reply_error(identity, exc, h.sent_ns)
             return
-        self._jobs.put(_Job(identity, msg, t_recv, nbytes))
+        busy = self._jobs.offer(bytes(frame_buffer(identity)), _Job(identity, msg, t_recv, h.payload_bytes))
+        if busy is not None:
+            self.stats.add(busy=1)
+            wait_s, why = busy
+            self._reply_error(identity, WireError(ErrorCode.BUSY, why, h.request_id), h.sent_ns, wait_s)
 
-    def _reply_error(self, identity: Any, exc: WireError, sent_ns: int = 0) -> None:
+    def _reply_error(
+        self, identity: Any, exc: WireError, sent_ns: int = 0, retry_after_s: float = 0.0
+    ) -> None:
         if self.stats.note_error():
             peer = bytes(frame_buffer(identity)).hex()
             log.warning(
@@ -375,7 +468,7 @@ class EdgeServer:
                 exc.code.name,
                 exc.reason,
             )
-        self._send(identity, error_reply(exc, sent_ns))
+        self._send(identity, error_reply(exc, sent_ns, retry_after_s))
 
     def _send(self, identity: Any, frames: list[Any]) -> None:
         assert self.router is not None
@@ -404,21 +497,21 @@ class EdgeServer:
         push.connect(self._results_addr)
         try:
             while True:
-                job = self._jobs.get()
+                job = self._jobs.take()
                 if job is None:
                     return
+                tail_s = None
                 try:
-                    frames = self._run_job(job)
+                    frames, tail_s = self._run_job(job)
                     push.send_multipart([job.identity, *frames], copy=False)
                 finally:
-                    with self._queued_lock:
-                        self._queued_n -= 1
-                        self._queued_bytes -= job.nbytes
+                    self._jobs.done(job, tail_s)
                     del job
         finally:
             push.close()
 
-    def _run_job(self, job: _Job) -> list[Any]:
+    def _run_job(self, job: _Job) -> tuple[list[Any], float | None]:
+        """The reply frames, and the tail's time in seconds (None if it failed)."""
         h = job.message.header
         t_start = time.monotonic_ns()
         try:
@@ -438,9 +531,11 @@ class EdgeServer:
             reason = f"tail of {h.model} from cut {h.cut} failed: {type(exc).__name__}: {exc}"
             if self.stats.note_error():
                 log.warning("edge: request %d: %s", h.request_id, one_line(reason))
-            return error_reply(WireError(ErrorCode.TAIL_FAILED, reason, h.request_id), h.sent_ns)
+            return error_reply(WireError(ErrorCode.TAIL_FAILED, reason, h.request_id), h.sent_ns), None
         self.stats.add(served=1, tail_ns=t_end - t_start)
-        return frames
+        if self._served_log is not None:
+            self._served_log.add(bytes(frame_buffer(job.identity)), h.request_id, h.model, h.cut, t_end - t_start)
+        return frames, (t_end - t_start) / 1e9
 
     # -- logging and shutdown ----------------------------------------------------------------
     def _log_interval(self, span_s: float) -> None:
@@ -448,10 +543,15 @@ class EdgeServer:
         extra = []
         if c.unlogged:
             extra.append(f"{c.unlogged} refusals not logged")
-        if c.refused_clients:
-            extra.append(f"{c.refused_clients} CURVE handshakes refused")
-        with self._queued_lock:
-            queued = self._queued_n
+        if c.busy:
+            extra.append(f"{c.busy} BUSY")
+        for n, what in ((c.refused_key, "unknown CURVE keys"), (c.refused_address, "addresses not allowed"),
+                        (c.refused_connection, "connections over the cap")):
+            if n:
+                extra.append(f"{n} handshakes refused ({what})")
+        if self._gate is not None:
+            self._gate.new_interval()
+        queued = self._jobs.jobs
         log.info(
             "edge: last %.1f s: %d requests, %d served, %d errors, %d pings, "
             "mean tail %.2f ms, %d queued%s",
@@ -469,10 +569,9 @@ class EdgeServer:
         log.info(
             "edge: stopping (%s): finishing %d accepted requests",
             self._stop_reason or "stop requested",
-            self._queued_n,
+            self._jobs.jobs,
         )
-        for _ in self._workers:
-            self._jobs.put(None)
+        self._jobs.close()
         deadline = time.monotonic() + self.config.drain_timeout_s
         while any(t.is_alive() for t in self._workers) and time.monotonic() < deadline:
             events = dict(poller.poll(50))
@@ -487,7 +586,9 @@ class EdgeServer:
         assert self.router is not None and self._results is not None
         self.router.close(linger=1000)
         self._results.close(linger=0)
-        self._stop_auth()
+        self._stop_gate()
+        if self._served_log is not None:
+            self._served_log.close()
         if self._own_context and not stuck:
             self.context.term()
         c = self.stats.total

@@ -570,10 +570,13 @@ def check_request(h: Header, catalog: Catalog, limits: Limits) -> tuple[TensorSp
 
 
 def error_frames(
-    code: ErrorCode, reason: str, request_id: int = 0, sent_ns: int = 0
+    code: ErrorCode, reason: str, request_id: int = 0, sent_ns: int = 0, retry_after_ns: int = 0
 ) -> list[bytes]:
-    """The frames of an ERROR reply: header and the one-line reason."""
-    header = encode_header(Header(MsgType.ERROR, request_id, status=int(code), sent_ns=sent_ns))
+    """The frames of an ERROR reply: header and the one-line reason. A BUSY reply carries the
+    edge's advice on how long to wait before sending again in ``edge_queue_ns``."""
+    header = encode_header(
+        Header(MsgType.ERROR, request_id, status=int(code), sent_ns=sent_ns, edge_queue_ns=retry_after_ns)
+    )
     return [header, one_line(reason).encode("utf-8")[:MAX_REASON_BYTES]]
 
 

@@ -178,9 +178,9 @@ def pong_frames(ping: Header) -> list[bytes]:
     return [encode_header(Header(MsgType.PONG, ping.request_id, sent_ns=ping.sent_ns))]
 
 
-def error_reply(exc: WireError, sent_ns: int = 0) -> list[bytes]:
-    """The ERROR reply for a refused message."""
-    return error_frames(exc.code, exc.reason, exc.request_id, sent_ns)
+def error_reply(exc: WireError, sent_ns: int = 0, retry_after_s: float = 0.0) -> list[bytes]:
+    """The ERROR reply for a refused message (``retry_after_s``: a BUSY reply's advice)."""
+    return error_frames(exc.code, exc.reason, exc.request_id, sent_ns, int(retry_after_s * 1e9))
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -216,6 +216,7 @@ class Reply:
     edge_tail_s: float = 0.0
     error_code: ErrorCode | int | None = None
     error_reason: str = ""
+    retry_after_s: float = 0.0  # BUSY: how long the edge advises waiting before sending again
 
     @property
     def ok(self) -> bool:
@@ -343,7 +344,12 @@ class EdgeClient:
         rtt_s = (now - pending[0]) / 1e9
         if h.msg_type is MsgType.ERROR:
             reply = Reply(
-                h.request_id, h.msg_type, rtt_s, error_code=h.status, error_reason=msg.reason()
+                h.request_id,
+                h.msg_type,
+                rtt_s,
+                error_code=h.status,
+                error_reason=msg.reason(),
+                retry_after_s=h.edge_queue_ns / 1e9,
             )
         elif h.msg_type is MsgType.PONG:
             reply = Reply(h.request_id, h.msg_type, rtt_s)
