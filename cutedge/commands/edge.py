@@ -74,6 +74,31 @@ def _setup_logging() -> logging.Logger:
     return log
 
 
+def _access_policy(bind: str, allow: tuple[str, ...], insecure: bool, curve: bool, max_connections: int,
+                   handshake_timeout_s: float):
+    """Who may connect, from the flags; refuses to expose a CURVE-less edge by default."""
+    from edge_agent.access import LOOPBACK, AccessPolicy, parse_networks
+    from wire.transport import is_loopback
+
+    try:
+        networks = parse_networks(allow)
+    except ValueError as exc:
+        raise UsageFailure(str(exc)) from None
+    if not curve and not allow and not insecure and not is_loopback(bind):
+        raise UsageFailure(
+            f"--bind {bind}: reachable from other machines with CURVE off; anyone could make this "
+            "edge run its models (and send it endless messages): pass --curve-secret and "
+            "--curve-clients, or --allow the devices' addresses, or --insecure to serve anyone"
+        )
+    if networks:
+        chosen = networks
+    elif curve or insecure:
+        chosen = None
+    else:
+        chosen = parse_networks(LOOPBACK)
+    return AccessPolicy(allow=chosen, max_connections=max_connections, handshake_timeout_s=handshake_timeout_s)
+
+
 def _positive_int(lo: int, hi: int):
     return click.IntRange(lo, hi)
 
@@ -135,6 +160,40 @@ def _positive_int(lo: int, hi: int):
     help="Folder of allowed clients' public NAME.key files.",
 )
 @click.option(
+    "--allow",
+    "allow",
+    multiple=True,
+    metavar="ADDR[/PREFIX]",
+    help="Address or network that may connect (repeatable). Default: this machine only "
+    "(127.0.0.0/8, ::1) without CURVE; any address with CURVE (the keys decide).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Let any address connect without CURVE. Needed to serve a non-loopback address "
+    "with neither CURVE nor --allow; anyone who reaches the port can then use the edge.",
+)
+@click.option(
+    "--max-connections",
+    default=64,
+    show_default=True,
+    type=_positive_int(1, 65536),
+    help="Open connections (handshakes included); one past it is shut at once.",
+)
+@click.option(
+    "--handshake-timeout-s",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1, max=600),
+    help="A connection that has not finished its ZeroMQ handshake by then is closed.",
+)
+@click.option(
+    "--served-log",
+    type=click.Path(path_type=Path, dir_okay=False),
+    default=None,
+    help="CSV file getting one row per result sent (peer, request id, model, cut, tail ms).",
+)
+@click.option(
     "--max-message-bytes",
     default=64 * 2**20,
     show_default=True,
@@ -165,6 +224,11 @@ def edge(
     workers: int,
     curve_secret: Path | None,
     curve_clients: Path | None,
+    allow: tuple[str, ...],
+    insecure: bool,
+    max_connections: int,
+    handshake_timeout_s: float,
+    served_log: Path | None,
     max_message_bytes: int,
     max_batch: int,
     log_interval_s: float,
@@ -172,6 +236,7 @@ def edge(
     """Run the edge agent: serve DNN tails to device agents over ZeroMQ."""
     if (curve_secret is None) != (curve_clients is None):
         raise UsageFailure("--curve-secret and --curve-clients go together (CURVE needs both)")
+    access = _access_policy(bind, allow, insecure, curve_secret is not None, max_connections, handshake_timeout_s)
     import torch
 
     from dnn_split.models import ModelError, parse_input_shape
@@ -227,7 +292,13 @@ def edge(
     try:
         limits = Limits(max_message_bytes=max_message_bytes, max_batch=max_batch)
         config = ServerConfig(
-            bind, limits, workers=workers, curve=keys, log_interval_s=log_interval_s
+            bind,
+            limits,
+            workers=workers,
+            curve=keys,
+            log_interval_s=log_interval_s,
+            access=access,
+            served_log=served_log,
         )
         server = EdgeServer(runner, config)
     except ValueError as exc:
@@ -247,7 +318,7 @@ def edge(
         for name, cuts in runner.catalog().items()
     )
     log.info(
-        "edge: serving %s on %s, device %s, %d worker%s, CURVE %s, max message %d bytes",
+        "edge: serving %s on %s, device %s, %d worker%s, CURVE %s, max message %d bytes; %s",
         served,
         endpoint,
         device,
@@ -255,13 +326,16 @@ def edge(
         "" if workers == 1 else "s",
         f"on ({len(keys.clients)} client keys)" if keys else "off",
         max_message_bytes,
+        access.describe(),
     )
     if keys is None and not is_loopback(endpoint):
         log.warning(
             "edge: %s is reachable from other machines and CURVE is off: anyone who can reach "
             "it can send tensors to this edge, make it run its models and read the results, "
-            "and the traffic is in the clear; pass --curve-secret and --curve-clients "
+            "and the traffic is in the clear; %s; pass --curve-secret and --curve-clients "
             "(`cutedge keys` makes the key files) or bind 127.0.0.1",
             endpoint,
+            "--insecure lets every address in" if access.allow is None
+            else "only --allow addresses may connect, but an address can be spoofed on a shared network",
         )
     server.serve()

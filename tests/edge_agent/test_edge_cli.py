@@ -66,6 +66,12 @@ def keys(tmp_path, capsys):
             ["--bind", "tcp://127.0.0.1:0", "--models", TINY, "--max-message-bytes", "4096"],
             "smaller than one request",
         ),
+        # an exposed edge without CURVE or an address list is refused, naming the way out
+        (["--bind", "tcp://0.0.0.0:0", "--models", TINY], "--insecure to serve anyone"),
+        (["--bind", "tcp://*:0", "--models", TINY], "reachable from other machines with CURVE off"),
+        (["--bind", "tcp://127.0.0.1:0", "--allow", "10.0.0.300"], "--allow '10.0.0.300'"),
+        (["--bind", "tcp://127.0.0.1:0", "--allow", "host.example"], "expected an IP address"),
+        (["--bind", "tcp://127.0.0.1:0", "--max-connections", "0"], "--max-connections"),
     ],
 )
 def test_bad_edge_arguments(args, message, capsys):
