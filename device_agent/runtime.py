@@ -13,6 +13,9 @@ collects results from the edge agent. Frames are never lost:
   heartbeat ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes.
   A busy edge that keeps answering other requests is not silent;
 * a late reply for a frame already re-run locally is dropped by the client (no duplicates);
+* a BUSY reply (the edge's queue, or this device's share of it, is full) runs that frame on the
+  device and keeps new frames on the device for as long as the reply advises (its retry-after),
+  after which splitting resumes;
 * an edge that answers it does not serve this model or input (unknown model, other cuts,
   shapes or dtype) is left alone for the rest of the run, with one message saying so;
 * once every frame has arrived, the queue is drained (heads run whatever the controller's
@@ -27,6 +30,11 @@ is sent at cut 0 as fast as the link allows (or, when a message already waits on
 message is): an exploration step that measures the link and still completes a real frame, so a
 low initial estimate cannot lock the agent out of offloading, and no message waits on a paced
 rate of zero for longer than ``probe_every_s``.
+
+Frames are counted where things happen to them: on arrival, on completion (a second completion of
+one frame is counted apart, and would break conservation), and, when a run is stopped early,
+in the structure each unfinished frame is left in (the queue, a head that was running, the
+uplink, the edge). The summary's conservation check compares these independent counts.
 
 Memory does not grow with the run's tensors: a frame drops its input the moment its result is in
 (no fallback can need it then), and results are not kept (the summary needs their times only);
@@ -139,6 +147,12 @@ class LiveAgent:
         self.probes = 0
         self.edge_errors = 0
         self.refused: str | None = None  # why the edge will not serve this model, once it said so
+        self.busy_until = -math.inf  # no offloading before then: the edge's BUSY advice
+        self.busy_replies: list[tuple[float, float]] = []  # (when, advised wait s)
+        self.n_arrived = 0
+        self.n_completed = 0
+        self.n_completed_twice = 0
+        self._running: Frame | None = None  # the frame whose head runs now
         self._t0 = 0.0
 
     # -- time ------------------------------------------------------------------------------------
@@ -173,12 +187,13 @@ class LiveAgent:
                     obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
                     d = self.policy.decide(obs)
                     cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
-                    if not self.edge_up:
+                    if not self.edge_up or self.now() < self.busy_until:
                         cut, rate = self.local, 0.0
                     draining = next_arrival >= n_target
                     if draining and not process and self.queue:
                         process, level = True, len(self.levels) - 1
-                    if draining and self.edge_up and (self.uplink.queue or (self.queue and cut != self.local)):
+                    if draining and self.edge_up and self.now() >= self.busy_until and (
+                            self.uplink.queue or (self.queue and cut != self.local)):
                         rate = max(rate, self.estimator.estimate_bps)
                     if level != cur_level:
                         self.backend.pin(self.level_hz[level])
@@ -240,6 +255,7 @@ class LiveAgent:
         while next_arrival < len(arrivals) and arrivals[next_arrival] <= now:
             self.frames.append(Frame(next_arrival, float(arrivals[next_arrival]), self.source(next_arrival)))
             self.queue.append(self.frames[-1])
+            self.n_arrived += 1
             next_arrival += 1
             came += 1
         return next_arrival, came
@@ -263,6 +279,7 @@ class LiveAgent:
     def _run_head(self, frame: Frame, cut: int) -> None:
         spec = self.offered[cut]
         frame.head_start_s = self.now()
+        self._running = frame
         self.backend.mark_busy(True)
         try:
             outs = self._head(cut, frame.x)
@@ -271,11 +288,21 @@ class LiveAgent:
         frame.head_done_s = self.now()
         frame.cut = cut
         if cut == self.local:
-            frame.sent_s = frame.result_s = frame.head_done_s
-            frame.path = "fallback" if frame.fallback else "local"
-            frame.x = None
+            frame.sent_s = frame.head_done_s
+            self._complete(frame, "fallback" if frame.fallback else "local", frame.head_done_s)
+        else:
+            self._push(frame, spec.index, outs)
+        self._running = None
+
+    def _complete(self, frame: Frame, path: str, when_s: float) -> None:
+        """A frame's result is in (from the head at the last cut, or from the edge)."""
+        if math.isfinite(frame.result_s):  # never expected: counted so conservation shows it
+            self.n_completed_twice += 1
             return
-        self._push(frame, spec.index, outs)
+        frame.result_s = when_s
+        frame.path = path
+        frame.x = None
+        self.n_completed += 1
 
     def _push(self, frame: Frame, cut_index: int, outs, unpaced: bool = False) -> None:
         tensors = list(outs) if isinstance(outs, (tuple, list)) else [outs]
@@ -331,7 +358,6 @@ class LiveAgent:
                 self._edge_down(f"cannot send: {exc}", also=[frame])
                 continue
             frame.request_id = rid
-            frame.path = "edge"
             self.in_flight[rid] = frame
         if self.client is None:
             return
@@ -384,22 +410,32 @@ class LiveAgent:
                 if code == ErrorCode.SHUTTING_DOWN:
                     self._edge_down("the edge is shutting down", also=[frame])
                     continue
+                if code == ErrorCode.BUSY:  # run it here; offload again once the advised wait is over
+                    now = self.now()
+                    wait = max(reply.retry_after_s, self.cfg.slot_s / 10)
+                    if not self.busy_replies:
+                        self.log(f"[{now:7.2f} s] edge busy: {reply.error_reason}; frames stay on the device "
+                                 f"for {wait * 1e3:.0f} ms (and after each later BUSY reply, as advised)")
+                    self.busy_replies.append((now, wait))
+                    self.busy_until = max(self.busy_until, now + wait)
+                    self._run_locally(frame)
+                    continue
                 if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
                     self._errors_seen.add(reply.error_reason)
                     self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
                 self._run_locally(frame)
                 continue
-            frame.result_s = self.now()
+            x = frame.x  # kept for the check below; the frame itself lets go of it now
+            self._complete(frame, "edge", self.now())
             if self.uplink.capacity is None:  # a real network: the transfer time is in the round trip
                 net_s = reply.rtt_s - reply.edge_queue_s - reply.edge_tail_s
                 if net_s > 1e-4:
                     self.estimator.add(frame.bits, net_s, False)
                     self._last_sample_s = frame.result_s
             if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
-                full = self._head(self.local, frame.x)
+                full = self._head(self.local, x)
                 full = full[0] if isinstance(full, (tuple, list)) else full
                 self.verify.append(float((full - reply.tensors[0]).abs().max()))
-            frame.x = None
 
     def _edge_down(self, why: str, also: list[Frame] = ()) -> None:
         if not self.edge_up:
@@ -468,12 +504,7 @@ class LiveAgent:
             "slot_s": self.cfg.slot_s,
             "trace": {"path": getattr(self, "trace_path", None), "format": getattr(self, "trace_format", None),
                       "mean_bps": getattr(self, "trace_mean_bps", None), "duration_s": getattr(self, "trace_duration_s", None)},
-            "frames": {
-                "arrived": len(fr), "completed": n, "dropped": 0, "in_flight": len(fr) - n,
-                "offloaded": sum(f.path == "edge" for f in done),
-                "local": sum(f.path in ("local", "fallback") for f in done),
-                "fallback": sum(f.path == "fallback" for f in done),
-            },
+            "frames": self.frame_counts(done),
             "throughput_fps": n / duration if duration else 0.0,
             "energy_j": energy,
             "energy_per_frame_j": energy / n if n else math.nan,
@@ -497,8 +528,34 @@ class LiveAgent:
                       "cuts": list(self.system.cut_names), "fps": self.cfg.fps, "device": self.cfg.device},
         }
 
+    def frame_counts(self, done: list[Frame]) -> dict:
+        """Frames counted where they arrived, completed and, for a run stopped early, where each
+        unfinished one was left; ``conserved`` checks these independent counts against each other."""
+        left = {
+            "queued": len(self.queue),
+            "running": int(self._running is not None and not math.isfinite(self._running.result_s)),
+            "uplink": len(self.uplink.queue) + len(self.uplink._held),
+            "at_edge": len(self.in_flight),
+        }
+        in_flight = sum(left.values())
+        # no path of the agent gives a frame up (an edge that fails it has it run here), so a
+        # frame that arrived and is neither complete nor anywhere is one the agent lost
+        dropped = self.n_arrived - self.n_completed - in_flight
+        return {
+            "arrived": self.n_arrived, "completed": self.n_completed,
+            "dropped": dropped, "in_flight": in_flight, "left": left,
+            "completed_twice": self.n_completed_twice,
+            "conserved": dropped == 0 and self.n_completed_twice == 0
+                         and len(done) == self.n_completed and len(self.frames) == self.n_arrived,
+            "offloaded": sum(f.path == "edge" for f in done),
+            "local": sum(f.path in ("local", "fallback") for f in done),
+            "fallback": sum(f.path == "fallback" for f in done),
+            "busy_replies": len(self.busy_replies),
+        }
+
     def write_frames_csv(self, path: Path) -> None:
-        cols = ["fid", "arrival_s", "head_start_s", "head_done_s", "sent_s", "result_s", "latency_ms", "cut", "cut_name", "path"]
+        cols = ["fid", "arrival_s", "head_start_s", "head_done_s", "sent_s", "result_s", "latency_ms", "cut", "cut_name", "path",
+                "request_id"]
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(cols)
@@ -506,7 +563,7 @@ class LiveAgent:
                 lat = (f.result_s - f.arrival_s) * 1e3 if math.isfinite(f.result_s) else math.nan
                 name = self.system.cut_names[f.cut] if f.cut >= 0 else ""
                 w.writerow([f.fid, *(f"{v:.6f}" for v in (f.arrival_s, f.head_start_s, f.head_done_s, f.sent_s, f.result_s)),
-                            f"{lat:.3f}", f.cut, name, f.path])
+                            f"{lat:.3f}", f.cut, name, f.path, f.request_id if f.path == "edge" else ""])
 
     def slot_arrays(self) -> dict[str, np.ndarray]:
         keys = self.rows[0].keys() if self.rows else []

@@ -181,6 +181,8 @@ def test_sigterm_mid_run_restores_the_clock_and_counts_every_frame(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     f = summary["frames"]
     assert f["arrived"] > 0 and f["arrived"] == f["completed"] + f["in_flight"]
+    # counted apart: where each unfinished frame was left, and no frame lost or completed twice
+    assert f["in_flight"] == sum(f["left"].values()) and f["conserved"] and f["dropped"] == 0
     assert summary["stopped"].startswith("interrupted")
     assert "stopped by a signal" in stderr
     rows = list(csv.DictReader((out / "frames.csv").open()))

@@ -43,7 +43,8 @@ def trace(traces_dir):
 
 def test_edge_killed_and_restarted_mid_run_loses_no_frame_and_splitting_resumes(tmp_path, trace):
     edge_args = ("--models", f"{MODEL}@{SHAPE.replace(',', 'x')}", "--log-interval-s", "0.5")
-    edge = EdgeProcess(*edge_args).started()
+    served_logs = [tmp_path / "served1.csv", tmp_path / "served2.csv"]
+    edge = EdgeProcess(*edge_args, "--served-log", str(served_logs[0])).started()
     out = tmp_path / "run"
     device = CliProcess(
         "device", "run", "--edge", edge.endpoint, "--model", MODEL, "--input-shape", SHAPE,
@@ -62,7 +63,7 @@ def test_edge_killed_and_restarted_mid_run_loses_no_frame_and_splitting_resumes(
             time.sleep(0.2)
         edge.kill()
         device.wait_for(r"edge down", timeout_s=30)
-        edge2 = EdgeProcess(*edge_args, bind=edge.endpoint).started()
+        edge2 = EdgeProcess(*edge_args, "--served-log", str(served_logs[1]), bind=edge.endpoint).started()
         device.wait_for(r"edge answered a heartbeat: splitting resumes", timeout_s=30)
         rc = device.proc.wait(timeout=180)
         served_after = _served(edge2)
@@ -77,12 +78,29 @@ def test_edge_killed_and_restarted_mid_run_loses_no_frame_and_splitting_resumes(
     frames = summary["frames"]
     assert frames["arrived"] == FRAMES
     assert frames["completed"] == FRAMES and frames["in_flight"] == 0 and frames["dropped"] == 0
+    assert frames["conserved"] and frames["completed_twice"] == 0
     assert frames["offloaded"] + frames["local"] == FRAMES
 
     rows = list(csv.DictReader((out / "frames.csv").open()))
     assert sorted(int(r["fid"]) for r in rows) == list(range(FRAMES))  # each frame once
     assert all(math.isfinite(float(r["result_s"])) for r in rows)
     assert {r["path"] for r in rows} <= {"edge", "local", "fallback"}
+
+    # both sides agree: every result the device took from the edge is a request an edge ran,
+    # no edge ran a request twice, and the requests an edge ran whose result the device did not
+    # take (the killed edge's last ones) were run on the device instead
+    served: list[int] = []
+    for log in served_logs:
+        with log.open() as fh:
+            lines = fh.read().splitlines()
+        assert lines[0] == "peer,request_id,model,cut,tail_ms"
+        whole = [ln.split(",") for ln in lines[1:] if ln.count(",") == 4]  # SIGKILL may cut the last row
+        assert len({r[0] for r in whole}) <= 1  # one device on each edge
+        served += [int(r[1]) for r in whole]
+    assert len(served) == len(set(served)), "an edge ran a request twice"
+    taken = [int(r["request_id"]) for r in rows if r["path"] == "edge"]
+    assert len(taken) == frames["offloaded"] and set(taken) <= set(served)
+    assert len(set(served) - set(taken)) <= frames["fallback"]
 
     events = [e["event"] for e in summary["edge_events"]]
     assert events[0].startswith("edge down") and "edge back" in events[1], events
