@@ -313,7 +313,8 @@ class LiveAgent:
         """Send the oldest queued frame at cut 0, unpaced, when the link has not been measured
         for ``probe_every_s``: the estimate then follows the link even while nothing is offloaded."""
         now = self.now()
-        if not self.edge_up or self.in_flight or now - self._last_sample_s < self.cfg.probe_every_s:
+        if (not self.edge_up or self.in_flight or now < self.busy_until
+                or now - self._last_sample_s < self.cfg.probe_every_s):
             return
         if self.uplink.queue:
             # a message is already waiting (the controller may hold a small bit queue at rate 0
@@ -418,6 +419,7 @@ class LiveAgent:
                                  f"for {wait * 1e3:.0f} ms (and after each later BUSY reply, as advised)")
                     self.busy_replies.append((now, wait))
                     self.busy_until = max(self.busy_until, now + wait)
+                    self.uplink.set_rate(0.0, now)  # hold what waits on the uplink too
                     self._run_locally(frame)
                     continue
                 if reply.error_reason not in self._errors_seen:  # once per reason, not per frame

@@ -177,7 +177,7 @@ class _FairQueue:
         self.jobs = 0  # waiting + running
         self.bytes = 0
         self._closed = False
-        self._tail_s = 0.01  # running mean of tail times, for the BUSY advice
+        self._tail_s: float | None = None  # running mean of tail times, for the BUSY advice
 
     def offer(self, key: bytes, job: _Job) -> tuple[float, str] | None:
         with self._cv:
@@ -194,7 +194,8 @@ class _FairQueue:
                 # this device's next place frees after its own waiting jobs, each one turn of
                 # the round robin over the devices waiting
                 ahead = max(1, mine_jobs) * max(1, n_dev) if over_share else max(1, self.jobs)
-                wait_s = min(5.0, max(0.001, ahead * self._tail_s / self.workers))
+                tail_s = 0.01 if self._tail_s is None else self._tail_s
+                wait_s = min(5.0, max(0.001, ahead * tail_s / self.workers))
                 if full:
                     why = f"edge queue full ({self.jobs} requests, {self.bytes} bytes waiting)"
                 else:
@@ -234,7 +235,7 @@ class _FairQueue:
             self.jobs -= 1
             self.bytes -= job.nbytes
             if tail_s is not None:
-                self._tail_s += 0.1 * (tail_s - self._tail_s)
+                self._tail_s = tail_s if self._tail_s is None else self._tail_s + 0.3 * (tail_s - self._tail_s)
 
     def close(self) -> None:
         """Workers finish what waits, then ``take`` returns None."""

@@ -213,3 +213,61 @@ def test_heads_run_on_cuda_and_every_frame_completes(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["setup"]["device"] == "cuda"
     assert summary["frames"]["completed"] == summary["frames"]["arrived"] == 20
+
+
+def test_a_busy_edge_is_left_alone_for_the_wait_it_advises(tmp_path, capsys, monkeypatch, traces_dir):
+    """An edge with room for one request and a slow tail answers BUSY; the agent runs those
+    frames itself, sends nothing during each advised wait, and every frame completes once."""
+    import threading
+    import time
+
+    import device_agent.runtime as runtime
+    from edge_agent.runner import ModelRequest, SplitTailRunner
+    from edge_agent.server import EdgeServer, ServerConfig
+    from wire.transport import EdgeClient
+
+    class SlowTails(SplitTailRunner):
+        def run(self, model, cut, inputs):
+            time.sleep(0.3)
+            return super().run(model, cut, inputs)
+
+    server = EdgeServer(SlowTails([ModelRequest("vgg16", (3, 64, 64))]),
+                        ServerConfig("tcp://127.0.0.1:0", workers=1, max_queued=1))
+    endpoint = server.start()
+    serve = threading.Thread(target=server.serve)
+    serve.start()
+    submits: list[float] = []
+    submit = EdgeClient.submit
+
+    def timed_submit(self, *a, **k):
+        submits.append(time.monotonic())
+        return submit(self, *a, **k)
+
+    agents = []
+    summary = runtime.LiveAgent.summary
+
+    def keep(self):
+        agents.append(self)
+        return summary(self)
+
+    monkeypatch.setattr(EdgeClient, "submit", timed_submit)
+    monkeypatch.setattr(runtime.LiveAgent, "summary", keep)
+    try:
+        rc, out, err = run(
+            capsys, "--edge", endpoint, "--backend", "simulated", "--board", "jetson-nano",
+            "--model", "vgg16", "--input-shape", "3,64,64",
+            "--link-trace", str(traces_dir / "mahimahi" / "TMobile-LTE-short.up"), "--trace-scale", "4",
+            "--frames", "40", "--fps", "10", "--out", str(tmp_path / "run"),
+        )
+    finally:
+        server.request_stop("test over")
+        serve.join(30)
+    assert rc == 0, err
+    agent = agents[0]
+    f = json.loads((tmp_path / "run" / "summary.json").read_text())["frames"]
+    assert f["completed"] == f["arrived"] == 40 and f["conserved"]
+    assert f["busy_replies"] == len(agent.busy_replies) > 0 and f["offloaded"] > 0
+    assert "edge busy" in out + err
+    for t_busy, wait in agent.busy_replies:
+        start, end = agent._t0 + t_busy + 0.005, agent._t0 + t_busy + wait - 0.005
+        assert not [t for t in submits if start < t < end], (t_busy, wait)
