@@ -231,6 +231,10 @@ def test_a_busy_edge_is_left_alone_for_the_wait_it_advises(tmp_path, capsys, mon
             time.sleep(0.3)
             return super().run(model, cut, inputs)
 
+    import logging
+
+    # an earlier `cutedge edge` test may have left its handler on a stream that is closed now
+    monkeypatch.setattr(logging.getLogger("cutedge.edge"), "handlers", [])
     server = EdgeServer(SlowTails([ModelRequest("vgg16", (3, 64, 64))]),
                         ServerConfig("tcp://127.0.0.1:0", workers=1, max_queued=1))
     endpoint = server.start()
