@@ -6,7 +6,9 @@ controller and the simulator read every slot (DESIGN section 3):
 - ``head_s[p, f]``  T_loc(p, f): device time of the head up to cut p at level f (s);
 - ``bits[p]``       D(p): bits sent per frame at cut p (0 at the last cut: result stays local);
 - ``tail_s[p]``     T_edge(p): edge time of the tail after p (s);
-- ``busy_w[f]``, ``idle_w[f]``: board power while the GPU computes / waits at level f (W).
+- ``busy_w[f]``, ``idle_w[f]``: board power while the GPU computes / waits at level f (W): the
+  model profile's measured powers where it has them (``cutedge profile --levels``), else the
+  board's fitted curves.
 
 Everything is computed once; nothing here runs per slot except :func:`tx_power_w`.
 """
@@ -60,8 +62,7 @@ class SystemModel:
             head_s=model.head_times_s(board),
             tail_s=model.tail_times_s(edge_speedup),
             bits=bits,
-            busy_w=board.busy_power_w(),
-            idle_w=board.idle_power_w(),
+            **dict(zip(("busy_w", "idle_w"), model.busy_idle_w(board))),
         )
         for a in arrays.values():
             a.setflags(write=False)

@@ -31,11 +31,27 @@ cuts:                           # in topological order; cut 0 sends the input, t
     tail_s: 0.0041              # tail time on provenance.edge_device
     offered: true               # false: dominated, listed for the record, not a choice
     max_abs_error: 0.0          # optional: accuracy cost of provenance.compression at this cut
+    head_s_by_level: [...]      # optional (cutedge profile --levels): median head time at each
+                                #   of levels_hz (null: not measured); head_s is then the time at
+                                #   provenance.clock_hz
+    head_p90_s_by_level: [...]  # optional: 90th percentile of the same
+    head_j_by_level: [...]      # optional: energy of one head above idle at each level (J)
+levels_hz: [...]                # optional: the GPU levels the per-level lists are measured at
+power:                          # optional: measured with the profile, per entry of levels_hz
+  rail: VDD_GPU_SOC             # the power meter read (rail name or "total")
+  idle_w: [...]                 # board power while the GPU waits (null: not measured)
+  busy_w: [...]                 # board power while heads run: idle + head energy / head time
+unmeasured: [...]               # optional: one line per thing that could not be measured
 ```
+
+A profile with ``levels_hz`` is used as measured: at a board level it lists, head times and
+powers come from the file; at a level it does not list (or lists as null) they follow the
+board's fitted curves, scaled to agree with the nearest measured level.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -111,6 +127,45 @@ class Cut:
     head_s: float
     tail_s: float
     offered: bool = True
+    head_s_by_level: tuple[float | None, ...] | None = None  # per ModelProfile.levels_hz
+    head_j_by_level: tuple[float | None, ...] | None = None
+
+
+@dataclass(frozen=True)
+class MeasuredPower:
+    """Board power per measured level (``ModelProfile.levels_hz``); None where not measured."""
+
+    rail: str
+    idle_w: tuple[float | None, ...]
+    busy_w: tuple[float | None, ...]
+
+
+def _nearest_measured(levels_hz: tuple[int, ...], values, f_hz: float) -> int | None:
+    """Index of the measured level nearest ``f_hz`` (in log frequency) with a value, or None."""
+    best, best_d = None, math.inf
+    for i, (lv, v) in enumerate(zip(levels_hz, values)):
+        if v is None:
+            continue
+        d = abs(math.log(lv / f_hz))
+        if d < best_d - 1e-12:
+            best, best_d = i, d
+    return best
+
+
+def follow_measured(levels_hz: tuple[int, ...], values, f_hz: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    """Per board level: the measured value at that level, else the fitted curve scaled to agree
+    with the nearest measured level (the fitted curve alone if nothing was measured)."""
+    out = np.array(fitted, dtype=float)
+    exact = {lv: v for lv, v in zip(levels_hz, values) if v is not None}
+    for j, f in enumerate(np.asarray(f_hz, dtype=float)):
+        if int(round(f)) in exact:
+            out[j] = exact[int(round(f))]
+            continue
+        i = _nearest_measured(levels_hz, values, float(f))
+        if i is not None:
+            ref_fit = np.interp(levels_hz[i], f_hz, fitted)
+            out[j] = fitted[j] * values[i] / ref_fit if ref_fit > 0 else values[i]
+    return out
 
 
 @dataclass(frozen=True)
@@ -124,6 +179,9 @@ class ModelProfile:
     cuts: tuple[Cut, ...]
     provenance: dict = field(default_factory=dict)
     source: str = ""
+    levels_hz: tuple[int, ...] | None = None  # measured levels of the per-level lists
+    power: MeasuredPower | None = None
+    unmeasured: tuple[str, ...] = ()
 
     @property
     def offered(self) -> tuple[Cut, ...]:
@@ -137,9 +195,27 @@ class ModelProfile:
         if measured_on == board.name and clock:
             at_ref = np.array([c.head_s for c in cuts])
             scale = board.clock_scale() / board.clock_scale(float(clock))
-            return at_ref[:, None] * scale[None, :]
-        at_max = board.time_at_max_s([c.head_flops for c in cuts])
-        return at_max[:, None] * board.clock_scale()[None, :]
+            fitted = at_ref[:, None] * scale[None, :]
+        else:
+            at_max = board.time_at_max_s([c.head_flops for c in cuts])
+            fitted = at_max[:, None] * board.clock_scale()[None, :]
+        if self.levels_hz is None or measured_on != board.name:
+            return fitted
+        return np.stack([
+            fitted[i] if c.head_s_by_level is None or i == 0
+            else follow_measured(self.levels_hz, c.head_s_by_level, board.levels, fitted[i])
+            for i, c in enumerate(cuts)
+        ])
+
+    def busy_idle_w(self, board: BoardProfile) -> tuple[np.ndarray, np.ndarray]:
+        """Board power while heads run and while the GPU waits, per level of ``board`` (W):
+        measured where this profile measured it on this board, the board's curves elsewhere."""
+        busy, idle = board.busy_power_w(), board.idle_power_w()
+        if self.power is None or self.levels_hz is None or self.provenance.get("board") != board.name:
+            return busy, idle
+        idle = follow_measured(self.levels_hz, self.power.idle_w, board.levels, idle)
+        busy = follow_measured(self.levels_hz, self.power.busy_w, board.levels, busy)
+        return np.maximum(busy, idle), idle
 
     def tail_times_s(self, edge_speedup: float = 1.0) -> np.ndarray:
         return np.array([c.tail_s for c in self.offered]) / edge_speedup
@@ -231,14 +307,20 @@ def model_from_mapping(data: dict, source: str = "model profile") -> ModelProfil
 
 def model_from_section(s: Section) -> ModelProfile:
     path = s.source
-    s.check_keys(["model", "input_shape", "dtype", "result_bytes", "provenance", "cuts", "dropped_cuts"])
+    s.check_keys(["model", "input_shape", "dtype", "result_bytes", "provenance", "cuts", "dropped_cuts",
+                  "levels_hz", "power", "unmeasured"])
     shape = s.numbers("input_shape", positive=True)
     s.integer("dropped_cuts", 0, min=0)
+    levels = None
+    if s.raw("levels_hz", None) is not None:
+        levels = tuple(int(v) for v in s.numbers("levels_hz", positive=True, ascending=True))
     cuts = []
     for c in s.sections("cuts"):
-        c.check_keys(["name", "index", "bytes", "tensors", "head_flops", "tail_flops", "head_s", "tail_s", "offered", "max_abs_error"])
+        c.check_keys(["name", "index", "bytes", "tensors", "head_flops", "tail_flops", "head_s", "tail_s", "offered",
+                      "max_abs_error", "head_s_by_level", "head_p90_s_by_level", "head_j_by_level"])
         c.integer("index", 0, min=0)
         c.number("max_abs_error", 0.0, min=0.0)
+        by_level = {k: _per_level(c, k, levels) for k in ("head_s_by_level", "head_p90_s_by_level", "head_j_by_level")}
         cuts.append(
             Cut(
                 name=c.string("name"),
@@ -249,8 +331,25 @@ def model_from_section(s: Section) -> ModelProfile:
                 head_s=c.number("head_s", min=0.0),
                 tail_s=c.number("tail_s", min=0.0),
                 offered=c.boolean("offered", True),
+                head_s_by_level=by_level["head_s_by_level"],
+                head_j_by_level=by_level["head_j_by_level"],
             )
         )
+    power = None
+    if s.raw("power", None) is not None:
+        if levels is None:
+            raise s.error("power", "measured power needs levels_hz (the levels it was measured at)")
+        ps = s.section("power")
+        ps.check_keys(["rail", "idle_w", "busy_w"])
+        idle_w, busy_w = _per_level(ps, "idle_w", levels), _per_level(ps, "busy_w", levels)
+        for i, (lv, bi, bb) in enumerate(zip(levels, idle_w or (), busy_w or ())):
+            if bi is not None and bb is not None and bi > bb * 1.0001:
+                raise ps.error(f"idle_w[{i}]", f"idle power {bi:.3f} W exceeds busy power {bb:.3f} W at {lv} Hz")
+        power = MeasuredPower(ps.string("rail", "unknown"), idle_w or (None,) * len(levels),
+                              busy_w or (None,) * len(levels))
+    unmeasured = s.raw("unmeasured", [])
+    if not isinstance(unmeasured, list) or not all(isinstance(u, str) for u in unmeasured):
+        raise s.error("unmeasured", "expected a list of strings")
     prov = s.raw("provenance", {})
     if not isinstance(prov, dict):
         raise s.error("provenance", "expected a mapping")
@@ -262,6 +361,9 @@ def model_from_section(s: Section) -> ModelProfile:
         cuts=tuple(cuts),
         provenance=dict(prov),
         source=str(path),
+        levels_hz=levels,
+        power=power,
+        unmeasured=tuple(unmeasured),
     )
     offered = profile.offered
     if len(offered) < 2:
@@ -274,6 +376,26 @@ def model_from_section(s: Section) -> ModelProfile:
     if any(b < a for a, b in zip(flops, flops[1:])):
         raise s.error("cuts", "head_flops must not decrease along the cuts")
     return profile
+
+
+def _per_level(sec: Section, key: str, levels: tuple[int, ...] | None) -> tuple[float | None, ...] | None:
+    """An optional list with one entry per measured level: non-negative numbers or null."""
+    raw = sec.raw(key, None)
+    if raw is None:
+        return None
+    if levels is None:
+        raise sec.error(key, "a per-level list needs levels_hz at the top of the profile")
+    if not isinstance(raw, list) or len(raw) != len(levels):
+        raise sec.error(key, f"expected a list of {len(levels)} values (one per levels_hz entry) or nulls")
+    out: list[float | None] = []
+    for i, v in enumerate(raw):
+        if v is None:
+            out.append(None)
+        elif isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0:
+            out.append(float(v))
+        else:
+            raise sec.error(f"{key}[{i}]", f"expected a number >= 0 or null, got {v!r}")
+    return tuple(out)
 
 
 def load_network(name_or_path: str | os.PathLike[str]) -> NetworkProfile:
@@ -308,6 +430,7 @@ __all__ = [
     "BoardProfile",
     "ConfigError",
     "Cut",
+    "MeasuredPower",
     "ModelProfile",
     "NetworkProfile",
     "load_board",

@@ -123,3 +123,62 @@ def test_bad_model_profile(tmp_path, old, new, field):
 )
 def test_bad_experiment(tmp_path, text, field):
     assert field in error_of(load_experiment, tmp_path, text)
+
+
+def _measured_profile(tmp_path, board, *, levels, head_by_level, idle, busy, extra=""):
+    """A resnet50-like profile measured on ``board`` at ``levels`` (per-level lists given)."""
+    import yaml
+
+    base = yaml.safe_load((configs_dir() / "models" / "mobilenet_v2.yaml").read_text())
+    base["provenance"].update(method="measured", board=board.name, clock_hz=levels[-1])
+    base["levels_hz"] = levels
+    for i, c in enumerate(base["cuts"]):
+        if i == 0:
+            continue
+        c["head_s_by_level"] = [h * (i + 1) if h is not None else None for h in head_by_level]
+        c["head_s"] = c["head_s_by_level"][-1]
+        c["head_j_by_level"] = [None] * len(levels)
+    base["power"] = {"rail": "VDD_GPU_SOC", "idle_w": idle, "busy_w": busy}
+    path = tmp_path / "measured.yaml"
+    path.write_text(yaml.safe_dump(base) + extra)
+    return path
+
+
+def test_measured_per_level_tables_replace_the_fitted_curves(tmp_path):
+    from controller.model import SystemModel
+
+    board = load_board("jetson-orin-nano")
+    lv = list(board.levels_hz)
+    lo, hi = lv[0], lv[-1]
+    path = _measured_profile(tmp_path, board, levels=[lo, hi], head_by_level=[0.02, 0.01],
+                             idle=[2.0, 3.0], busy=[4.0, 7.0])
+    prof = load_model(path)
+    assert prof.levels_hz == (lo, hi) and prof.power.rail == "VDD_GPU_SOC"
+    sysm = SystemModel.build(board, prof, load_network("lte-shannon"), 0.1)
+    # measured levels: the file's values exactly
+    assert sysm.head_s[1, 0] == pytest.approx(0.04) and sysm.head_s[1, -1] == pytest.approx(0.02)
+    assert sysm.idle_w[0] == pytest.approx(2.0) and sysm.busy_w[-1] == pytest.approx(7.0)
+    # a level between: the fitted curve, scaled to the nearest measured level (so it lies
+    # between the measured ends for a monotone fit)
+    mid = len(lv) // 2
+    assert 0.02 <= sysm.head_s[1, mid] <= 0.04
+    assert sysm.head_s[0].max() == 0.0  # the input cut has no head
+    # another board: the measured lists do not apply
+    other = SystemModel.build(load_board("jetson-nano"), prof, load_network("lte-shannon"), 0.1)
+    assert other.idle_w[0] != pytest.approx(2.0)
+
+
+@pytest.mark.parametrize(
+    "kw, field",
+    [
+        ({"head_by_level": [0.02], "idle": [2.0, 3.0], "busy": [4.0, 7.0]}, "head_s_by_level"),
+        ({"head_by_level": [0.02, -1.0], "idle": [2.0, 3.0], "busy": [4.0, 7.0]}, "head_s_by_level[1]"),
+        ({"head_by_level": [0.02, 0.01], "idle": [5.0, 3.0], "busy": [4.0, 7.0]}, "idle_w[0]"),
+        ({"head_by_level": [0.02, 0.01], "idle": [2.0, "x"], "busy": [4.0, 7.0]}, "idle_w[1]"),
+    ],
+)
+def test_bad_measured_lists_name_the_field(tmp_path, kw, field):
+    board = load_board("jetson-orin-nano")
+    path = _measured_profile(tmp_path, board, levels=[board.levels_hz[0], board.levels_hz[-1]], **kw)
+    with pytest.raises(ConfigError, match=field.replace("[", r"\[").replace("]", r"\]")):
+        load_model(path)
