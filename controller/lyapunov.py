@@ -315,8 +315,22 @@ class LyapunovController:
     name = "cutedge"
 
     def __init__(self, system: SystemModel, config: LyapunovConfig = LyapunovConfig()):
-        self.system = system
         self.config = config
+        self._build(system)
+        self.reset()
+
+    def retable(self, system: SystemModel) -> None:
+        """Decide from ``system``'s tables from now on, keeping the queues, multipliers and
+        estimates (online calibration: ``controller.calibration``). The cuts, levels and bits
+        must be those of the current system."""
+        if system.head_s.shape != self.system.head_s.shape:
+            raise ValueError(f"retable: tables of shape {system.head_s.shape}, expected {self.system.head_s.shape}")
+        self._build(system)  # the frame's price follows at its next refresh (PRICE_EVERY_SLOTS)
+
+    def _build(self, system: SystemModel) -> None:
+        """Everything the decision precomputes from the system's tables."""
+        self.system = system
+        config = self.config
         tau = system.slot_s
         tables = pair_tables(system, config)
         self.tables = tables
@@ -370,7 +384,6 @@ class LyapunovController:
         self._budget_slot_j = (
             config.energy_budget_w * tau if (config.energy_budget_w is not None and config.virtual_queues) else 0.0
         )
-        self.reset()
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:

@@ -39,11 +39,17 @@ class Decision(NamedTuple):
 
 
 class Outcome(NamedTuple):
-    """What actually happened during the slot (fed back to update virtual queues)."""
+    """What actually happened during the slot (fed back to update virtual queues, and to the
+    calibration when it is on). The measured fields are optional: NaN/-1 when not known."""
 
     energy_j: float        # device energy of the slot: compute + idle + radio
     frames_done: int       # heads finished this slot
     bits_sent: float       # bits that left the uplink queue
+    cut: int = -1          # the (cut, level) pair that ran, as carried out (may differ from
+    level: int = -1        #   the decision: an edge that is down keeps frames local)
+    head_s: float = math.nan            # measured time of one head this slot (mean over heads)
+    busy_s: float = math.nan            # time the GPU ran heads this slot
+    compute_energy_j: float = math.nan  # energy_j less the radio's
 
 
 @runtime_checkable

@@ -56,6 +56,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from controller.calibration import CalibratingController, CalibrationConfig
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.policy import Observation, Outcome
@@ -104,6 +105,7 @@ class LiveConfig:
     verify_every: int = 0
     seed: int = 0
     device: str = "cpu"
+    calibration: CalibrationConfig | None = field(default_factory=CalibrationConfig)  # None: off
 
 
 class LiveAgent:
@@ -124,6 +126,10 @@ class LiveAgent:
             raise ValueError("the model profile's offered cuts do not match the partition's: "
                              f"{list(self.system.cut_names)} vs {[c.name for c in self.offered]}")
         self.policy = LyapunovController(self.system, cfg.controller)
+        if cfg.calibration is not None:  # the tables follow what this board measures
+            self.policy = CalibratingController(self.policy, cfg.calibration)
+        self._slot_heads: list[tuple[int, float]] = []  # (cut, seconds) of the heads run this slot
+        self._drift_seen = 0
         self.levels = [int(f) for f in board.levels_hz]
         hw_levels = set(backend.levels_hz())
         self.level_hz = [f if f in hw_levels else min(hw_levels, key=lambda h: abs(h - f)) for f in self.levels]
@@ -201,7 +207,7 @@ class LiveAgent:
                     self.uplink.set_rate(rate if self.edge_up else 0.0, self.now())
                     self._maybe_probe()
                     done = 0
-                    T_plan = float(self.system.head_s[cut, level])
+                    T_plan = float(self.policy.system.head_s[cut, level])  # calibrated tables when on
                     # the slot runs out while heads, the link and the edge work; frames arriving
                     # during it join the queue at once and start in it (as in the simulator)
                     while True:
@@ -211,6 +217,9 @@ class LiveAgent:
                         if now >= slot_end - 1e-4:
                             break
                         # a head starts if it should end within the slot (the first one always)
+                        if cut != self.local and not self.edge_up:  # the edge went down during the slot
+                            cut = self.local
+                            T_plan = float(self.policy.system.head_s[cut, level])
                         if process and self.queue and (done == 0 or T_plan <= 0 or now + T_plan <= slot_end):
                             frame = self.queue.popleft()
                             self._run_head(frame, cut)
@@ -224,7 +233,13 @@ class LiveAgent:
                     energy = meter.read_j()
                     tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
                     slot_energy = energy - last_energy + tx_j
-                    self.policy.observe(Outcome(slot_energy, done, self.uplink.sent_bits - last_sent))
+                    heads = [s for c, s in self._slot_heads if c == cut]
+                    self.policy.observe(Outcome(
+                        slot_energy, done, self.uplink.sent_bits - last_sent, cut, level,
+                        sum(heads) / len(heads) if heads else math.nan,
+                        sum(s for _, s in self._slot_heads), energy - last_energy))
+                    self._slot_heads.clear()
+                    self._note_drift()
                     self.rows.append({
                         "time_s": slot_start, "capacity_est_bps": obs.capacity_bps,
                         "capacity_bps": self.uplink.capacity_bps(slot_start) if self.uplink.capacity else math.nan,
@@ -248,6 +263,16 @@ class LiveAgent:
                 self.elapsed_s = self.now()
         self.restored = guard.restored or {}
         return self.summary()
+
+    def _note_drift(self) -> None:
+        """Log the calibration's drift events (each once) as they come."""
+        cal = getattr(self.policy, "calibrator", None)
+        if cal is None or len(cal.events) == self._drift_seen:
+            return
+        for _, event in cal.events[self._drift_seen:]:
+            self.edge_events.append((self.now(), event))
+            self.log(f"[{self.now():7.2f} s] {event}")
+        self._drift_seen = len(cal.events)
 
     def _admit(self, arrivals: np.ndarray, next_arrival: int, now: float) -> tuple[int, int]:
         """Queue the frames that have arrived by ``now``; (next frame to arrive, how many came)."""
@@ -286,6 +311,7 @@ class LiveAgent:
         finally:
             self.backend.mark_busy(False)
         frame.head_done_s = self.now()
+        self._slot_heads.append((cut, frame.head_done_s - frame.head_start_s))
         frame.cut = cut
         if cut == self.local:
             frame.sent_s = frame.head_done_s
@@ -519,6 +545,7 @@ class LiveAgent:
                 "max_Qc_frames": float(max((r["Qc_frames"] for r in self.rows), default=0.0)),
             },
             "decision_us": {"median": math.nan, "p99": math.nan},
+            "calibration": self._calibration_summary(),
             "edge_events": [{"time_s": t, "event": e} for t, e in self.edge_events],
             "probes": self.probes,
             "edge_errors": self.edge_errors,
@@ -529,6 +556,14 @@ class LiveAgent:
             "setup": {"model": self.cfg.model, "board": self.cfg.board, "network": self.cfg.network,
                       "cuts": list(self.system.cut_names), "fps": self.cfg.fps, "device": self.cfg.device},
         }
+
+    def _calibration_summary(self) -> dict | None:
+        cal = getattr(self.policy, "calibrator", None)
+        if cal is None:
+            return None
+        out = cal.measured_error()
+        out["events"] = [e for _, e in cal.events]
+        return out
 
     def frame_counts(self, done: list[Frame]) -> dict:
         """Frames counted where they arrived, completed and, for a run stopped early, where each

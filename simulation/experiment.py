@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.config import Section, load_yaml, resolve_named
+from controller.config import ConfigError, Section, load_yaml, resolve_named
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
 from controller.profiles import load_board, load_model, load_network
@@ -223,16 +223,33 @@ def build_scenario(exp: Experiment) -> Scenario:
     return Scenario(exp, system, trace, caps, wrapped, arrivals)
 
 
-def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True) -> SimResult:
-    """Simulate ``policy`` (default: the Lyapunov controller of the experiment) on ``sc``."""
+def build_world(exp: Experiment, true_profile: str | os.PathLike[str]) -> SystemModel:
+    """The system the world follows when the controller's profile is not the truth
+    (``cutedge simulate --true-profile``): the experiment's board and network, ``true_profile``'s
+    head times and powers. Its cuts must be the experiment model's."""
+    world = build_system(replace(exp, model=str(true_profile)))
+    believed = build_system(exp)
+    if world.cut_names != believed.cut_names or world.n_levels != believed.n_levels:
+        raise ConfigError(
+            world.model.source, "cuts",
+            f"its offered cuts {list(world.cut_names)} are not the model profile's "
+            f"{list(believed.cut_names)} (both must describe the same model and partition)",
+        )
+    return world
+
+
+def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True, world: SystemModel | None = None) -> SimResult:
+    """Simulate ``policy`` (default: the Lyapunov controller of the experiment) on ``sc``; the
+    world follows ``world``'s tables when given (the policy still decides from its own)."""
     exp = sc.experiment
     if policy is None:
         policy = LyapunovController(sc.system, exp.controller)
-    result = simulate(sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames, time_decisions=time_decisions)
+    result = simulate(world or sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames,
+                      time_decisions=time_decisions)
     trace = sc.trace
     result.summary = {
         "policy": result.summary["policy"],
-        "V": float(exp.controller.V) if isinstance(policy, LyapunovController) else None,
+        "V": float(exp.controller.V) if isinstance(getattr(policy, "inner", policy), LyapunovController) else None,
         **{k: v for k, v in result.summary.items() if k != "policy"},
         "trace": {
             "path": trace.path,

@@ -138,7 +138,7 @@ def simulate(
         last_arrivals = a
 
         energy = e_compute + e_tx
-        policy.observe(Outcome(energy, done, sent))
+        policy.observe(Outcome(energy, done, sent, p, f, head_s[p][f] if done else math.nan, busy, e_compute))
 
         rec_cut[t] = p
         rec_level[t] = f

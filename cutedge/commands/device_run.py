@@ -38,14 +38,18 @@ from cutedge.jsonout import write_json
 @click.option("--curve-client-secret", default=None, help="This device's secret key file (with --curve-server-key).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", default="runs/device", show_default=True, help="Output folder.")
+@click.option("--calibrate/--no-calibrate", default=True, show_default=True,
+              help="Fold measured head times and powers into the controller's tables as the run goes.")
 def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, network, profile_path, torch_device, source, fps, frames, duration,
-        link_trace, trace_format, trace_scale, V, slot_s, edge_timeout, verify_every, curve_server_key, curve_client_secret, seed, out):
+        link_trace, trace_format, trace_scale, V, slot_s, edge_timeout, verify_every, curve_server_key, curve_client_secret, seed, out,
+        calibrate):
     """Run the device agent: heads here, tails on the edge, clock and rate by the controller.
 
     Writes summary.json (the keys of `cutedge simulate` plus frames.offloaded and frames.local),
     frames.csv (one row per frame) and timeseries.png to --out. The GPU clock is restored on every
     exit path.
     """
+    from controller.calibration import CalibrationConfig
     from controller.config import ConfigError
     from controller.profiles import load_board, load_model, load_network, model_from_mapping
     from device_agent.clock import BackendError, open_backend
@@ -120,7 +124,8 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         ctl = replace(ctl, V=V)
     cfg = LiveConfig(model=model, input_shape=shape, board=board_profile.name, network=network, slot_s=slot_s, fps=fps,
                      frames=frames if frames is not None else (None if duration else 300), duration_s=duration,
-                     controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed, device=torch_device)
+                     controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed, device=torch_device,
+                     calibration=CalibrationConfig() if calibrate else None)
     client = EdgeClient(edge_endpoint, curve=keys)
     try:
         try:

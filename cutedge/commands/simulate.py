@@ -40,7 +40,11 @@ def _positive(name: str):
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed for the synthetic trace and arrivals.")
 @click.option("--out", default="runs/simulate", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip timeseries.png.")
-def simulate(config_path, board, model, network, trace_path, trace_format, trace_column, trace_scale, V, duration, fps, seed, out, no_plot):
+@click.option("--true-profile", default=None, metavar="FILE",
+              help="Run the world from this model profile while the controller starts from --model's and calibrates "
+                   "online (head times, powers), as the live agent does; the summary reports the calibration error.")
+def simulate(config_path, board, model, network, trace_path, trace_format, trace_column, trace_scale, V, duration, fps, seed, out, no_plot,
+             true_profile):
     """Trace-driven simulation of the Lyapunov controller.
 
     Writes summary.json, timeseries.csv and timeseries.png to --out and prints a summary.
@@ -78,12 +82,41 @@ def simulate(config_path, board, model, network, trace_path, trace_format, trace
             f"trace: {scenario.trace.duration_s:.1f} s long, run is {exp.n_slots * exp.slot_s:.1f} s: wrapping around",
             err=True,
         )
-    result = run_scenario(scenario)
+    if true_profile is None:
+        result = run_scenario(scenario)
+    else:
+        result = _run_calibrating(scenario, true_profile)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_outputs(result, scenario, out_dir, plot=not no_plot)
     click.echo(format_summary(result.summary))
     click.echo(f"wrote {out_dir / 'summary.json'}, {out_dir / 'timeseries.csv'}" + ("" if no_plot else f", {out_dir / 'timeseries.png'}"))
+
+
+def _run_calibrating(scenario, true_profile: str):
+    """The controller starts from the scenario's profile and calibrates against a world that
+    follows ``true_profile``; the summary gains ``calibration``."""
+    from controller.calibration import CalibratingController
+    from controller.config import ConfigError
+    from controller.lyapunov import LyapunovController
+    from simulation.experiment import build_world, run_scenario
+
+    try:
+        world = build_world(scenario.experiment, true_profile)
+    except ConfigError as exc:
+        raise UsageFailure(f"--true-profile: {exc}") from None
+    policy = CalibratingController(LyapunovController(scenario.system, scenario.experiment.controller))
+    start = policy.calibrator.error(world, scenario.system)
+    result = run_scenario(scenario, policy, world=world)
+    cal = policy.calibrator
+    result.summary["calibration"] = {
+        "true_profile": str(true_profile),
+        "error_vs_truth_start": start,
+        "error_vs_truth_end": cal.error(world),
+        "measured": cal.measured_error(),
+        "events": [{"time_s": t, "event": e} for t, e in cal.events],
+    }
+    return result
 
 
 def _has_default() -> bool:
@@ -146,6 +179,12 @@ def format_summary(sm: dict) -> str:
         ("GPU clock", f"mean {sm['choices']['mean_gpu_hz'] / 1e6:.0f} MHz, busy {sm['choices']['busy_share']:.0%}"),
         ("decision", f"median {sm['decision_us']['median']:.1f} us, p99 {sm['decision_us']['p99']:.1f} us"),
     ]
+    cal = sm.get("calibration")
+    if cal:
+        a, b = cal["error_vs_truth_start"], cal["error_vs_truth_end"]
+        rows.append(("calibration", f"table error vs the true profile: head time {a['head_s']:.1%} -> {b['head_s']:.1%}, "
+                                    f"head energy {a['head_j']:.1%} -> {b['head_j']:.1%}, idle power {a['idle_w']:.1%} -> "
+                                    f"{b['idle_w']:.1%} ({cal['measured']['pairs_measured']} pairs measured)"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:>{width}}  {v}" for k, v in rows)
 

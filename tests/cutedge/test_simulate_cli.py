@@ -95,3 +95,46 @@ def test_simulate_bad_trace_file(tmp_path):
     r = cutedge("simulate", "--trace", str(bad), "--out", str(tmp_path / "o"))
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert str(bad) in r.stderr and "line 2" in r.stderr
+
+
+def _true_profile(tmp_path, slower: float = 1.25, power: float = 1.1) -> Path:
+    """The default model measured on the default board, slower and hungrier than its tables say."""
+    import yaml
+
+    from controller.config import configs_dir
+    from controller.model import SystemModel
+    from controller.profiles import load_board, load_model, load_network
+
+    board = load_board("jetson-tx2")
+    sysm = SystemModel.build(board, load_model("resnet50"), load_network("lte-shannon"), 0.1)
+    doc = yaml.safe_load((configs_dir() / "models" / "resnet50.yaml").read_text())
+    doc["provenance"].update(method="measured", board=board.name, clock_hz=board.levels_hz[-1])
+    doc["levels_hz"] = list(board.levels_hz)
+    offered = [c for c in doc["cuts"] if c.get("offered", True)]
+    for i, c in enumerate(offered):
+        c["head_s_by_level"] = [float(v) * slower for v in sysm.head_s[i]]
+        c["head_s"] = c["head_s_by_level"][-1]
+    doc["power"] = {"rail": "total", "idle_w": [float(v) * power for v in sysm.idle_w],
+                    "busy_w": [float(v) * power for v in sysm.busy_w]}
+    path = tmp_path / "true.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_true_profile_runs_the_world_from_it_and_reports_the_calibration(tmp_path):
+    true = _true_profile(tmp_path)
+    r = cutedge("simulate", "--duration", "60", "--no-plot", "--true-profile", str(true), "--out", str(tmp_path / "o"))
+    assert r.returncode == 0, r.stderr
+    assert "calibration" in r.stdout
+    cal = json.loads((tmp_path / "o" / "summary.json").read_text())["calibration"]
+    start, end = cal["error_vs_truth_start"], cal["error_vs_truth_end"]
+    assert start["head_s"] == pytest.approx(0.2, abs=0.01)  # tables 1/1.25 of the truth
+    assert end["head_s"] < 0.05 and end["busy_w"] < 0.03 and end["head_j"] < 0.25 * start["head_j"]
+    assert cal["measured"]["end"]["head_s"] < cal["measured"]["start"]["head_s"]
+    assert any("board drift" in e["event"] for e in cal["events"])  # 25 % slower than the tables
+
+
+def test_true_profile_of_another_model_is_one_error_line(tmp_path):
+    r = cutedge("simulate", "--duration", "10", "--no-plot", "--true-profile", "mobilenet_v2", "--out", str(tmp_path))
+    assert r.returncode == 2
+    assert "--true-profile" in r.stderr and "offered cuts" in r.stderr and "Traceback" not in r.stderr

@@ -261,7 +261,7 @@ def test_a_busy_edge_is_left_alone_for_the_wait_it_advises(tmp_path, capsys, mon
             capsys, "--edge", endpoint, "--backend", "simulated", "--board", "jetson-nano",
             "--model", "vgg16", "--input-shape", "3,64,64",
             "--link-trace", str(traces_dir / "mahimahi" / "TMobile-LTE-short.up"), "--trace-scale", "4",
-            "--frames", "40", "--fps", "10", "--out", str(tmp_path / "run"),
+            "--frames", "40", "--fps", "10", "--no-calibrate", "--out", str(tmp_path / "run"),
         )
     finally:
         server.request_stop("test over")
