@@ -46,7 +46,6 @@ import numpy as np
 from controller.model import SystemModel
 from controller.policy import Decision, Observation, Outcome
 
-
 MIN_SAMPLES = 2
 """Samples of a pair before its estimate replaces the table (the first ones carry warm-up)."""
 
