@@ -8,6 +8,8 @@ Two ways to fill the times:
 * estimated (``cutedge profile --estimate``, ``scripts/make_model_profiles.py``): ``head_s`` is
   the head's FLOPs on a reference board at its top clock (``BoardProfile.time_at_max_s``) and
   ``tail_s`` the tail's FLOPs at a reference edge speed of 10 TFLOP/s effective.
+* measured per GPU level (``cutedge profile --levels``, :mod:`dnn_split.levels`): the same
+  timing at each pinned level, with head energy and idle power from the clock backend's meter.
 
 The document follows the model profile schema in ``controller/profiles.py`` (its loader,
 ``load_model``, reads what :func:`profile_document` writes).
@@ -15,6 +17,7 @@ The document follows the model profile schema in ``controller/profiles.py`` (its
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import os
@@ -22,6 +25,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -42,6 +46,8 @@ REFERENCE_BOARD = "jetson-tx2"
 
 # what jtop accepts as a GPU devfreq node (boards/jetson.md, section 0.4)
 _GPU_DEVFREQ_NAMES = {"gp10b", "gv11b", "ga10b", "gb10b", "gpu"}
+#: most timed runs :func:`time_runs` makes to fill ``min_s`` (a head of microseconds)
+MAX_RUNS = 100_000
 
 
 @dataclass
@@ -54,6 +60,8 @@ class CutRow:
     head_s: float = 0.0
     tail_s: float = 0.0
     max_abs_error: float | None = None
+    #: per-level lists (``head_s_by_level``, ...) of ``cutedge profile --levels``, in file order
+    by_level: dict[str, list[float | None]] | None = None
 
 
 def wire_rows(part: Partition, dtype: str = "float32", compress: str | None = None) -> list[CutRow]:
@@ -92,33 +100,75 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_call(
-    fn: Callable[..., Any], args: Sequence[Any], device: torch.device, repeats: int, warmup: int
-) -> float:
-    """Median seconds of ``fn(*args)`` over ``repeats`` runs after ``warmup`` untimed ones.
+def time_runs(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    *,
+    min_s: float = 0.0,
+    window: AbstractContextManager[Any] | None = None,
+) -> list[float]:
+    """Seconds of each timed run of ``fn(*args)``, after ``warmup`` untimed runs.
+
+    At least ``repeats`` runs are timed, and more until the timed runs span ``min_s`` seconds
+    (an energy meter needs a window long enough for its readings). ``window``, a context
+    manager (an energy meter), is entered once the warm-up has finished on the device and left
+    when the last timed run has: it covers exactly the timed runs.
 
     On CUDA each run is bracketed by events, which time the GPU work itself rather than the
     launch; on a CPU ``perf_counter`` does the same job.
     """
-    times = []
+    times: list[float] = []
     with torch.inference_mode():
         for _ in range(warmup):
             fn(*args)
         _sync(device)
-        for _ in range(repeats):
-            if device.type == "cuda":
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn(*args)
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end) / 1e3)
-            else:
-                t0 = time.perf_counter()
-                fn(*args)
-                times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        with window if window is not None else contextlib.nullcontext():
+            t_start = time.perf_counter()
+            while len(times) < repeats or (
+                time.perf_counter() - t_start < min_s and len(times) < MAX_RUNS
+            ):
+                if device.type == "cuda":
+                    start = torch.cuda.Event(enable_timing=True)
+                    end = torch.cuda.Event(enable_timing=True)
+                    start.record()
+                    fn(*args)
+                    end.record()
+                    end.synchronize()
+                    times.append(start.elapsed_time(end) / 1e3)
+                else:
+                    t0 = time.perf_counter()
+                    fn(*args)
+                    times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_call(
+    fn: Callable[..., Any], args: Sequence[Any], device: torch.device, repeats: int, warmup: int
+) -> float:
+    """Median seconds of ``fn(*args)`` over ``repeats`` runs after ``warmup`` untimed ones
+    (:func:`time_runs`)."""
+    return statistics.median(time_runs(fn, args, device, repeats, warmup))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values``, linear between order statistics."""
+    v = sorted(values)
+    if not v:
+        raise ValueError("percentile of no values")
+    pos = q * (len(v) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (v[hi] - v[lo]) * (pos - lo)
+
+
+def example_input(part: Partition, device: torch.device) -> torch.Tensor:
+    """One seeded input of ``part`` on ``device`` in the dtype of its parameters."""
+    param = next(part.graph_module.parameters(), None)
+    dtype = param.dtype if param is not None else torch.float32
+    return part.example_input().to(device=device, dtype=dtype)
 
 
 def measure_times(
@@ -129,21 +179,21 @@ def measure_times(
     repeats: int = 20,
     warmup: int = 3,
     progress: Callable[[int], None] | None = None,
+    heads: bool = True,
 ) -> None:
     """Time the head and tail of each row's cut on ``part``'s current device and dtype.
 
     Cut 0 runs nothing on the device and the last cut nothing on the edge: those times are 0 by
-    definition and are not measured.
+    definition and are not measured. ``heads=False`` times the tails only (``head_s`` is kept).
     """
-    param = next(part.graph_module.parameters(), None)
-    dtype = param.dtype if param is not None else torch.float32
-    x = part.example_input().to(device=device, dtype=dtype)
+    x = example_input(part, device)
     last = part.last.index
     for r in rows:
         head = part.head(r.cut)
         with torch.inference_mode():
             sent = tuple(head(x))
-        r.head_s = 0.0 if r.cut.index == 0 else time_call(head, (x,), device, repeats, warmup)
+        if heads:
+            r.head_s = 0.0 if r.cut.index == 0 else time_call(head, (x,), device, repeats, warmup)
         r.tail_s = (
             0.0
             if r.cut.index == last
@@ -243,11 +293,14 @@ def profile_document(
     *,
     dtype: str = "float32",
     all_cuts: bool = False,
+    measured: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The model profile as a plain mapping (schema: ``controller/profiles.py``).
 
     Without ``all_cuts`` only offered cuts are written and ``dropped_cuts`` says how many were
     left out; with it, dominated cuts are kept with ``offered: false`` for the record.
+    ``measured``: top-level keys of a per-level profile (``levels_hz``, ``power``,
+    ``unmeasured``), written before the cuts; each row's ``by_level`` lists go in its entry.
     """
     kept = [r for r in rows if all_cuts or r.offered]
     cuts = []
@@ -265,6 +318,8 @@ def profile_document(
         }
         if r.max_abs_error is not None:
             entry["max_abs_error"] = _sig(r.max_abs_error, 4)
+        for key, values in (r.by_level or {}).items():
+            entry[key] = [None if v is None else _sig(v) for v in values]
         cuts.append(_FlowDict(entry))
     doc: dict[str, Any] = {
         "model": part.name,
@@ -275,6 +330,7 @@ def profile_document(
     }
     if not all_cuts:
         doc["dropped_cuts"] = sum(1 for r in rows if not r.offered)
+    doc.update(measured or {})
     doc["cuts"] = cuts
     return doc
 
@@ -367,9 +423,12 @@ __all__ = [
     "dump_profile",
     "estimate_profile",
     "estimate_times",
+    "example_input",
     "measure_times",
+    "percentile",
     "profile_document",
     "read_gpu_clock_hz",
     "time_call",
+    "time_runs",
     "wire_rows",
 ]

@@ -18,6 +18,13 @@ value (EINVAL for ``min_freq > max_freq`` like L4T 4.9 kernels, or clamp like ne
 record every write, and move ``cur_freq`` inside ``[min_freq, max_freq]`` (a
 governor picking levels, optionally throttled). It also runs as a thread for processes it cannot
 patch (the CLI in a subprocess).
+
+With a :class:`FakePower` model the rails follow the clock: each time ``cur_freq`` moves (and each
+time the GPU turns busy or idle: in-process, the backend's ``mark_busy`` tells the kernel) the
+rail files are rewritten with the power the model gives at that clock, so an energy meter over
+the fake reads what a real INA3221 would, at its resolution (hwmon: 1 mA at 5000 mV; IIO: 1 mW).
+``etc/nv_tegra_release`` (the L4T release line) is written on request (``make_tree(...,
+release=True)``).
 """
 
 from __future__ import annotations
@@ -75,7 +82,11 @@ class Layout:
         tuple[str, str, str], ...
     ] = ()  # other devfreq nodes: (device dir, node, of name)
     ina238_vin: bool = False
+    #: first line of /etc/nv_tegra_release on this JetPack (L4T R32 = JP 4, R35 = JP 5, ...)
+    release: str = "# R36 (release), REVISION: 4.3, BOARD: generic, EABI: aarch64"
 
+
+JP4 = "# R32 (release), REVISION: 7.4, BOARD: t186ref, EABI: aarch64"
 
 # Levels: jetson.md section 2.3. Rails: section 2.4.
 LAYOUTS: dict[str, Layout] = {
@@ -112,6 +123,7 @@ LAYOUTS: dict[str, Layout] = {
         ),
         i2c_parent="3160000.i2c/i2c-0",
         governors=("nvhost_podgov", "userspace", "performance"),
+        release=JP4,
     ),
     "nano-jp4": Layout(  # an older L4T without rail_name_N files
         name="nano-jp4",
@@ -130,6 +142,7 @@ LAYOUTS: dict[str, Layout] = {
         ),
         i2c_parent="7000c400.i2c/i2c-6",
         governors=("nvhost_podgov", "userspace", "performance"),
+        release="# R32 (release), REVISION: 7.4, BOARD: t210ref, EABI: aarch64",
     ),
     "xavier-nx-jp4": Layout(
         name="xavier-nx-jp4",
@@ -162,6 +175,7 @@ LAYOUTS: dict[str, Layout] = {
         ),
         i2c_parent="c250000.i2c/i2c-7",
         others=(("15340000.vic", "15340000.vic", "vic"),),
+        release=JP4,
     ),
     "orin-jp5": Layout(  # AGX Orin 64 GB: no VDD_IN, two chips, NC channels
         name="orin-jp5",
@@ -196,6 +210,7 @@ LAYOUTS: dict[str, Layout] = {
         i2c_parent="platform/c240000.i2c/i2c-1",
         hwmon_index=3,
         others=(("platform/15340000.vic", "15340000.vic", "vic"),),
+        release="# R35 (release), REVISION: 4.1, BOARD: t186ref, EABI: aarch64",
     ),
     "orin-nano-jp6": Layout(
         name="orin-nano-jp6",
@@ -230,6 +245,7 @@ LAYOUTS: dict[str, Layout] = {
         hwmon_index=2,
         others=(("platform/gpu", "gpu-nvd-0", ""),),
         ina238_vin=True,
+        release="# R38 (release), REVISION: 2.0, BOARD: generic, EABI: aarch64",
     ),
 }
 
@@ -240,6 +256,13 @@ def _write(path: Path, text: str | bytes) -> None:
         path.write_bytes(text)
     else:
         path.write_text(text)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write ``path`` in one step (a reader sees the old value or the new one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _link(link: Path, target: Path) -> None:
@@ -266,14 +289,19 @@ class FakeBoard:
     def state(self) -> dict[str, str]:
         return {a: self.read(a) for a in ("min_freq", "max_freq", "governor")}
 
-    def set_power(self, rail: str, watts: float) -> None:
-        """Set a rail's reading: hwmon at 5000 mV (current rounded to 1 mA), IIO in whole mW."""
+    def set_power(self, rail: str, watts: float | None) -> None:
+        """Set a rail's reading: hwmon at 5000 mV (current rounded to 1 mA), IIO in whole mW,
+        INA238 in uW; ``None``: the rail reads nothing (an empty value, as a failed read).
+        Each file is replaced at once, so a reader never sees half a value."""
         files = self.rail_files[rail]
-        if self.layout.rail_layout == "iio":
-            files[0].write_text(f"{round(watts * 1e3)}\n")
+        if watts is None:
+            _replace(files[-1], "")
+        elif len(files) == 1:  # IIO in_powerN_input (mW) or INA238 power1_input (uW)
+            scale = 1e6 if files[0].name == "power1_input" else 1e3
+            _replace(files[0], f"{round(watts * scale)}\n")
         else:
-            files[0].write_text("5000\n")
-            files[1].write_text(f"{round(watts * 1e6 / 5000)}\n")
+            _replace(files[0], "5000\n")
+            _replace(files[1], f"{round(watts * 1e6 / 5000)}\n")
 
 
 def _devfreq_node(
@@ -292,11 +320,16 @@ def _devfreq_node(
     return real
 
 
-def make_tree(root: Path | str, layout: str, *, governor: str = "nvhost_podgov") -> FakeBoard:
+def make_tree(
+    root: Path | str, layout: str, *, governor: str = "nvhost_podgov", release: bool = False
+) -> FakeBoard:
     """Build board ``layout`` (a key of :data:`LAYOUTS`) under ``root``: GPU at its top level,
-    min/max spanning the table, every rail at 1 W."""
+    min/max spanning the table, every rail at 1 W; ``release``: also ``etc/nv_tegra_release``
+    (which makes the tree a Tegra to ``is_tegra``)."""
     lay = LAYOUTS[layout]
     root = Path(root)
+    if release:
+        _write(root / "etc/nv_tegra_release", lay.release + "\n")
     for dev_dir, node, of_name in lay.others:
         _devfreq_node(
             root, dev_dir, node, f"{node.split('.')[-1]}" if of_name else None, of_name or None
@@ -365,6 +398,47 @@ def make_tree(root: Path | str, layout: str, *, governor: str = "nvhost_podgov")
     return board
 
 
+@dataclass(frozen=True)
+class FakePower:
+    """The board's power as the fake rails read it, a function of the GPU clock ``f`` (GHz):
+
+    ``idle(f) = idle0_w + k_idle * f`` (static power and the clock tree), and while heads run
+    ``busy(f) = idle(f) + k_busy * f**2`` (dynamic power, ~ C V^2 f with V rising with f).
+
+    The input rail (VDD_IN, VIN, ...) reads the board power; the other rails split
+    ``rail_share`` of it evenly. Boards without an input rail (AGX Orin) split all of it, so
+    the sum of their rails is the board power. ``dead``: rails that read nothing.
+    """
+
+    idle0_w: float = 3.0
+    k_idle_w_per_ghz: float = 1.5
+    k_busy_w_per_ghz2: float = 6.0
+    rail_share: float = 0.8
+    dead: tuple[str, ...] = ()
+
+    def idle_w(self, hz: float) -> float:
+        return self.idle0_w + self.k_idle_w_per_ghz * hz / 1e9
+
+    def busy_w(self, hz: float) -> float:
+        return self.idle_w(hz) + self.k_busy_w_per_ghz2 * (hz / 1e9) ** 2
+
+    def board_w(self, hz: float, busy: bool) -> float:
+        return self.busy_w(hz) if busy else self.idle_w(hz)
+
+    def rails_w(self, rails: list[str], hz: float, busy: bool) -> dict[str, float | None]:
+        from device_agent.clock.base import INPUT_RAILS
+
+        total = self.board_w(hz, busy)
+        inputs = [r for r in rails if r in INPUT_RAILS]
+        others = [r for r in rails if r not in inputs]
+        share = (self.rail_share if inputs else 1.0) * total / max(len(others), 1)
+        out: dict[str, float | None] = {r: total for r in inputs}
+        out.update({r: share for r in others})
+        for r in self.dead:
+            out[r] = None
+        return out
+
+
 class FakeKernel:
     """What the devfreq core does when a GPU node's attributes are written, and its governor.
 
@@ -372,6 +446,8 @@ class FakeKernel:
     max win (PM-QoS kernels). ``throttle_hz``: thermal throttling or the nvpmodel cap, the clock
     (``cur_freq``) never goes above it whatever min and max say.
     ``writes`` records every store to the node, ``min_above_max`` every moment min > max.
+    ``power``: the rails follow the clock (and :meth:`set_busy`) by this model; None leaves the
+    rail files to the test (``FakeBoard.set_power``).
     """
 
     def __init__(
@@ -381,8 +457,13 @@ class FakeKernel:
         strict: bool = True,
         throttle_hz: int | None = None,
         seed: int = 0,
+        power: FakePower | None = None,
     ):
         self.board = board
+        self.power = power
+        self.busy = False
+        self.busy_marks: list[bool] = []
+        self._written: dict[str, float | None] = {}
         self.node = board.real_node.resolve()
         self.strict = strict
         self.throttle_hz = throttle_hz
@@ -447,14 +528,55 @@ class FakeKernel:
                 cur = min(cur, self.throttle_hz)
             self._put("cur_freq", cur)
             self._put("target_freq", cur)
+            self._write_power(cur)
+
+    def set_busy(self, busy: bool) -> None:
+        """The GPU starts or stops computing: the rails read busy or idle power."""
+        with self._lock:
+            self.busy = bool(busy)
+            self.busy_marks.append(self.busy)
+            try:
+                hz = self._get("cur_freq")
+            except ValueError:
+                return
+            self._write_power(hz)
+
+    def _write_power(self, hz: int) -> None:
+        if self.power is None:
+            return
+        for rail, watts in self.power.rails_w(list(self.board.rail_files), hz, self.busy).items():
+            if rail not in self._written or self._written[rail] != watts:
+                self.board.set_power(rail, watts)
+                self._written[rail] = watts
 
     def install(self, monkeypatch) -> FakeKernel:
+        """In this process: the backend's writes go through :meth:`store`; with a power model,
+        a ``SysfsBackend`` on this board reports busy and idle through :meth:`set_busy` (real
+        rails see it themselves)."""
         from device_agent.clock import sysfs
 
         monkeypatch.setattr(sysfs, "store", self.store)
+        if self.power is not None:
+            kernel = self
+
+            def mark_busy(backend, busy: bool) -> None:
+                if Path(backend.node).resolve() == kernel.node:
+                    kernel.set_busy(busy)
+
+            monkeypatch.setattr(sysfs.SysfsBackend, "mark_busy", mark_busy)
+            self.poll_power()
         return self
 
+    def poll_power(self) -> None:
+        """Write the rails for the clock now (done on every governor tick)."""
+        with self._lock:
+            self._write_power(self._get("cur_freq"))
+
     def start(self, interval_s: float = 0.002) -> FakeKernel:
+        """Play the kernel from a thread (for a CLI in a subprocess): governor ticks, and the
+        rails follow the clock (idle power: a subprocess cannot tell this one it is busy)."""
+        if self.power is not None:
+            self.poll_power()
         def run() -> None:
             while not self._stop.wait(interval_s):
                 self.poll()
