@@ -112,7 +112,7 @@ class Calibrator:
                 self._rhs += w * y * phi
         self._gram += 1e-9 * np.eye(8)
         self.level_slots = np.zeros(F, dtype=np.int64)
-        self.recent: deque[tuple[int, int, float, float, float]] = deque(maxlen=200)  # (p, f, head, busy, energy)
+        self.recent: deque[tuple[int, int, float, float, float, float]] = deque(maxlen=200)  # (p, f, head, busy, J, s)
         self.events: list[tuple[float, str]] = []
         self._drift_since: float | None = None
         self._drift_sign = 0
@@ -132,10 +132,12 @@ class Calibrator:
         else:
             h = math.nan
         e, x = outcome.compute_energy_j, outcome.busy_s
+        dur = outcome.duration_s if math.isfinite(outcome.duration_s) and outcome.duration_s > 0 else self.tau
         if math.isfinite(e) and math.isfinite(x):
-            self.recent.append((p, f, h, x, e))
-        if math.isfinite(e) and math.isfinite(x) and e >= 0 and 0 <= x <= 1.5 * self.tau:
-            phi = np.concatenate([self._feat_idle[f], x * self._feat_busy[f]])
+            self.recent.append((p, f, h, x, e, dur))
+        if math.isfinite(e) and math.isfinite(x) and e >= 0 and 0 <= x <= dur:
+            # a slot that ran over (a live agent's heads overran it) idles for dur - x, not tau - x
+            phi = np.concatenate([self._feat_idle[f] * (dur / self.tau), x * self._feat_busy[f]])
             k = self.config.forget
             self._gram *= k
             self._rhs *= k
@@ -278,18 +280,21 @@ class Calibrator:
         |relative error| of the head times and of the slots' compute energies): what a run can
         report without knowing the truth."""
         end = self.system()
-        out: dict = {name: _against(tables, self.recent, self.tau) for name, tables in (("start", self.start), ("end", end))}
+        # head times over the pairs with an estimate (a pair run once keeps its table value)
+        samples = [r for r in self.recent if self.count[r[0], r[1]] >= MIN_SAMPLES or not math.isfinite(r[2])]
+        out: dict = {name: _against(tables, samples) for name, tables in (("start", self.start), ("end", end))}
         out["pairs_measured"] = int((self.count >= MIN_SAMPLES).sum())
         out["levels_measured"] = int((self.level_slots > 0).sum())
         out["slots_compared"] = len(self.recent)
         return out
 
 
-def _against(tables: SystemModel, samples, tau: float) -> dict[str, float]:
-    """Mean |table / measured - 1| over ``samples`` (p, f, head s, busy s, compute energy J)."""
-    heads = [tables.head_s[p, f] / h - 1.0 for p, f, h, _, _ in samples if math.isfinite(h) and h > 0]
-    energies = [(tau * tables.idle_w[f] + x * (tables.busy_w[f] - tables.idle_w[f])) / e - 1.0
-                for p, f, _, x, e in samples if e > 0]
+def _against(tables: SystemModel, samples) -> dict[str, float]:
+    """Mean |table / measured - 1| over ``samples`` (p, f, head s, busy s, compute energy J,
+    the slot's duration s)."""
+    heads = [tables.head_s[p, f] / h - 1.0 for p, f, h, _, _, _ in samples if math.isfinite(h) and h > 0]
+    energies = [(dur * tables.idle_w[f] + x * (tables.busy_w[f] - tables.idle_w[f])) / e - 1.0
+                for p, f, _, x, e, dur in samples if e > 0]
     return {"head_s": float(np.mean(np.abs(heads))) if heads else math.nan,
             "slot_energy": float(np.mean(np.abs(energies))) if energies else math.nan}
 

@@ -50,6 +50,7 @@ class Outcome(NamedTuple):
     head_s: float = math.nan            # measured time of one head this slot (mean over heads)
     busy_s: float = math.nan            # time the GPU ran heads this slot
     compute_energy_j: float = math.nan  # energy_j less the radio's
+    duration_s: float = math.nan        # the time the slot's energy covers (a live slot can overrun)
 
 
 @runtime_checkable

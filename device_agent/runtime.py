@@ -181,6 +181,7 @@ class LiveAgent:
                 last_arrivals = 0
                 cur_level = -1
                 last_energy = 0.0
+                last_read = 0.0
                 last_sent = 0.0
                 deadline_all = arrivals[-1] + cfg.drain_timeout_s if n_target else 0.0
                 while True:
@@ -231,13 +232,14 @@ class LiveAgent:
                             wait = min(wait, max(0.0, arrivals[next_arrival] - now))
                         self._service_network(wait_s=min(0.002, max(0.0, wait)))
                     energy = meter.read_j()
+                    t_read = self.now()
                     tx_j = self._tx_energy(rate, self.uplink.sent_bits - last_sent)
                     slot_energy = energy - last_energy + tx_j
                     heads = [s for c, s in self._slot_heads if c == cut]
                     self.policy.observe(Outcome(
                         slot_energy, done, self.uplink.sent_bits - last_sent, cut, level,
                         sum(heads) / len(heads) if heads else math.nan,
-                        sum(s for _, s in self._slot_heads), energy - last_energy))
+                        sum(s for _, s in self._slot_heads), energy - last_energy, t_read - last_read))
                     self._slot_heads.clear()
                     self._note_drift()
                     self.rows.append({
@@ -248,7 +250,7 @@ class LiveAgent:
                         "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
                         "process": process, "edge_up": self.edge_up,
                     })
-                    last_energy, last_sent = energy, self.uplink.sent_bits
+                    last_energy, last_sent, last_read = energy, self.uplink.sent_bits, t_read
                     last_arrivals = came
                     t += 1
                     # every frame is queued, on the uplink, at the edge or done
@@ -269,8 +271,7 @@ class LiveAgent:
         cal = getattr(self.policy, "calibrator", None)
         if cal is None or len(cal.events) == self._drift_seen:
             return
-        for _, event in cal.events[self._drift_seen:]:
-            self.edge_events.append((self.now(), event))
+        for _, event in cal.events[self._drift_seen:]:  # summary: calibration.events
             self.log(f"[{self.now():7.2f} s] {event}")
         self._drift_seen = len(cal.events)
 

@@ -108,6 +108,12 @@ def test_edge_killed_and_restarted_mid_run_loses_no_frame_and_splitting_resumes(
     resumed = [r for r in rows if r["path"] == "edge" and float(r["sent_s"]) > back_s]
     assert resumed and served_after >= len(resumed) > 0  # splitting resumed on the new edge
 
+    # the tables were calibrated from what the run measured (on by default)
+    cal = summary["calibration"]
+    assert cal["pairs_measured"] >= 1 and cal["slots_compared"] > 0
+    assert cal["end"]["slot_energy"] <= cal["start"]["slot_energy"] + 1e-9
+    assert cal["end"]["head_s"] < cal["start"]["head_s"]  # FLOPs tables of a Nano vs this CPU
+
     # results that came over the split path equal the full model's on the device
     assert summary["verify"]["checked"] > 0
     assert summary["verify"]["max_abs_err"] <= 1e-4
