@@ -25,8 +25,8 @@ tables every ``refresh_slots`` slots (between slots; the decision itself is not 
   level next to the decision (one step either way) has no measurement, one slot in k that runs
   heads runs them there. Measured on the default experiment (``benchmarks/calibration.py``) it
   costs more than it finds: the structure fill and the power fit already carry what the
-  controller's own pairs measure to the pairs near them (energy gap after 60 s +0.46 % without,
-  +0.76 % with k = 10, +1.25 % with k = 5; a neighbouring cut can send far more bits);
+  controller's own pairs measure to the pairs near them (energy gap after 60 s +0.57 % without,
+  +1.20 % with k = 10, over 6 seeds; a neighbouring cut can send far more bits);
 - **drift**: when the measured head times run ``drift_ratio`` above the table the controller
   started from for ``drift_s`` seconds in a row (throttling), or below its inverse, that is one
   event (:attr:`Calibrator.events`); the controller keeps deciding from the new estimates.
