@@ -217,8 +217,9 @@ class CounterEnergyMeter(EnergyMeter):
     def start(self) -> CounterEnergyMeter:
         if self._j0 is not None:
             raise RuntimeError("energy meter already started")
-        self._t0 = self._clock()
+        # counter, then clock, here and in stop(): elapsed_s then spans what the energy covers
         self._j0 = self._read_total_j()
+        self._t0 = self._clock()
         return self
 
     def read_j(self) -> float:

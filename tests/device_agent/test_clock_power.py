@@ -174,3 +174,21 @@ def test_counter_meter_never_goes_backwards():
     assert meter.read_j() == pytest.approx(3.0)
     with pytest.raises(RuntimeError):
         meter.start()
+
+
+def test_counter_meter_elapsed_spans_what_the_energy_covers():
+    """A counter that takes time to read (NVML: a driver call): a constant 5 W board gives 5 W
+    from energy / elapsed, not a little less because the clock was read around the counter."""
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    def counter() -> float:
+        now[0] += 0.004  # the read costs 4 ms; the counter holds the energy up to its end
+        return 5.0 * now[0]
+
+    meter = CounterEnergyMeter(counter, clock=clock).start()
+    now[0] += 0.05
+    e = meter.stop()
+    assert e / meter.elapsed_s == pytest.approx(5.0, rel=1e-9)
