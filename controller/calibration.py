@@ -311,6 +311,8 @@ class CalibratingController:
         self.calibrator = Calibrator(inner.system, config)
         self._since = 0
         self._busy_slots = 0
+        if not config.explore_every:  # no exploration: the controller's own decide, no wrapper call
+            self.decide = inner.decide  # type: ignore[method-assign]
 
     @property
     def system(self) -> SystemModel:
