@@ -1,8 +1,9 @@
-"""Helpers for tests with real processes: run ``cutedge edge`` (or any subcommand) as a subprocess
-and watch its log."""
+"""Helpers for edge tests: run ``cutedge edge`` (or any subcommand) as a subprocess and watch its
+log, or an ``EdgeServer`` in this process on a thread."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -126,3 +127,24 @@ class EdgeProcess(CliProcess):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS in /proc status")
+
+
+@contextlib.contextmanager
+def serving_in_thread(runner, **config):
+    """An ``EdgeServer`` for ``runner`` on a free loopback port, serving on a thread of this
+    process (``config``: ``ServerConfig`` fields; a 64 KiB message limit unless given); yields
+    (server, endpoint) and stops it, checking it stopped, on the way out."""
+    from edge_agent.server import EdgeServer, ServerConfig
+    from wire.format import Limits
+
+    config.setdefault("limits", Limits(max_message_bytes=2**16))
+    server = EdgeServer(runner, ServerConfig("tcp://127.0.0.1:0", **config))
+    endpoint = server.start()
+    t = threading.Thread(target=server.serve)
+    t.start()
+    try:
+        yield server, endpoint
+    finally:
+        server.request_stop("test over")
+        t.join(30)
+        assert not t.is_alive()

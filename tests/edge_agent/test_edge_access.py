@@ -3,21 +3,19 @@ and hostile peers streaming endless messages at a real ``cutedge edge`` process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
-import threading
 import time
 from pathlib import Path
 
 import pytest
 import zmq
+from edge_helpers import serving_in_thread
 
 from benchmarks.edge_memory import run_setup
 from edge_agent.access import AccessPolicy, parse_networks
-from edge_agent.server import EdgeServer, ServerConfig
 from wire.curve import ClientKeys, ServerKeys, make_key_pair
-from wire.format import Limits, TensorSpec
+from wire.format import TensorSpec
 from wire.transport import EdgeClient, EdgeTimeout
 
 linux_only = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
@@ -31,18 +29,8 @@ class EchoRunner:
         return [inputs[0] * 2]
 
 
-@contextlib.contextmanager
-def serving(**kw):
-    server = EdgeServer(EchoRunner(), ServerConfig("tcp://127.0.0.1:0", Limits(max_message_bytes=2**16), **kw))
-    endpoint = server.start()
-    t = threading.Thread(target=server.serve)
-    t.start()
-    try:
-        yield server, endpoint
-    finally:
-        server.request_stop("test over")
-        t.join(20)
-        assert not t.is_alive()
+def serving(**config):
+    return serving_in_thread(EchoRunner(), **config)
 
 
 def test_policy_admits_listed_networks_only():

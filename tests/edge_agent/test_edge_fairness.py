@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import threading
 import time
 
 import pytest
 import torch
+from edge_helpers import serving_in_thread
 
-from edge_agent.server import EdgeServer, ServerConfig, _FairQueue, _Job
-from wire.format import ErrorCode, Limits, MsgType, TensorSpec
+from edge_agent.server import _FairQueue, _Job
+from wire.format import ErrorCode, MsgType, TensorSpec
 from wire.transport import EdgeClient, EdgeTimeout
 
 SPEC = (TensorSpec("x", (1, 4), "float32"),)
@@ -33,20 +33,6 @@ class SleepRunner:
             self.runs += 1
         time.sleep(self.tail_s)
         return [inputs[0] * 2]
-
-
-@contextlib.contextmanager
-def serving(runner, **kw):
-    server = EdgeServer(runner, ServerConfig("tcp://127.0.0.1:0", Limits(max_message_bytes=2**16), **kw))
-    endpoint = server.start()
-    t = threading.Thread(target=server.serve)
-    t.start()
-    try:
-        yield server, endpoint
-    finally:
-        server.request_stop("test over")
-        t.join(30)
-        assert not t.is_alive()
 
 
 def _job(n: int = 16) -> _Job:
@@ -110,7 +96,7 @@ def _device(endpoint: str, stop: threading.Event, window: int, got: dict, sent: 
 def test_sixteen_devices_one_flooding_each_other_gets_its_share_and_no_request_is_lost(tmp_path):
     runner = SleepRunner(0.002)
     log = tmp_path / "served.csv"
-    with serving(runner, workers=1, served_log=log) as (server, endpoint):
+    with serving_in_thread(runner, workers=1, served_log=log) as (server, endpoint):
         stop = threading.Event()
         n = 16
         got = [dict() for _ in range(n)]
