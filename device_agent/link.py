@@ -91,6 +91,11 @@ class Uplink:
         return bool(self.queue or self._held)
 
     @property
+    def messages(self) -> int:
+        """How many messages :attr:`busy` is about."""
+        return len(self.queue) + len(self._held)
+
+    @property
     def queued_bits(self) -> float:
         return sum(m.left_bits for m in self.queue)
 

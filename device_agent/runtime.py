@@ -194,12 +194,12 @@ class LiveAgent:
                     obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
                     d = self.policy.decide(obs)
                     cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
-                    if not self.edge_up or self.now() < self.busy_until:
+                    if not self._offloading(self.now()):
                         cut, rate = self.local, 0.0
                     draining = next_arrival >= n_target
                     if draining and not process and self.queue:
                         process, level = True, len(self.levels) - 1
-                    if draining and self.edge_up and self.now() >= self.busy_until and (
+                    if draining and self._offloading(self.now()) and (
                             self.uplink.queue or (self.queue and cut != self.local)):
                         rate = max(rate, self.estimator.estimate_bps)
                     if level != cur_level:
@@ -266,9 +266,18 @@ class LiveAgent:
         self.restored = guard.restored or {}
         return self.summary()
 
+    @property
+    def calibrator(self):
+        """The online calibration's estimates (``controller.calibration.Calibrator``), or None."""
+        return getattr(self.policy, "calibrator", None)
+
+    def _offloading(self, now: float) -> bool:
+        """Whether frames may go to the edge now: it is up and its last BUSY advice has run out."""
+        return self.edge_up and now >= self.busy_until
+
     def _note_drift(self) -> None:
         """Log the calibration's drift events (each once) as they come."""
-        cal = getattr(self.policy, "calibrator", None)
+        cal = self.calibrator
         if cal is None or len(cal.events) == self._drift_seen:
             return
         for _, event in cal.events[self._drift_seen:]:  # summary: calibration.events
@@ -340,8 +349,7 @@ class LiveAgent:
         """Send the oldest queued frame at cut 0, unpaced, when the link has not been measured
         for ``probe_every_s``: the estimate then follows the link even while nothing is offloaded."""
         now = self.now()
-        if (not self.edge_up or self.in_flight or now < self.busy_until
-                or now - self._last_sample_s < self.cfg.probe_every_s):
+        if not self._offloading(now) or self.in_flight or now - self._last_sample_s < self.cfg.probe_every_s:
             return
         if self.uplink.queue:
             # a message is already waiting (the controller may hold a small bit queue at rate 0
@@ -559,7 +567,7 @@ class LiveAgent:
         }
 
     def _calibration_summary(self) -> dict | None:
-        cal = getattr(self.policy, "calibrator", None)
+        cal = self.calibrator
         if cal is None:
             return None
         out = cal.measured_error()
@@ -572,7 +580,7 @@ class LiveAgent:
         left = {
             "queued": len(self.queue),
             "running": int(self._running is not None and not math.isfinite(self._running.result_s)),
-            "uplink": len(self.uplink.queue) + len(self.uplink._held),
+            "uplink": self.uplink.messages,
             "at_edge": len(self.in_flight),
         }
         in_flight = sum(left.values())

@@ -77,7 +77,7 @@ def _setup_logging() -> logging.Logger:
 def _access_policy(bind: str, allow: tuple[str, ...], insecure: bool, curve: bool, max_connections: int,
                    handshake_timeout_s: float):
     """Who may connect, from the flags; refuses to expose a CURVE-less edge by default."""
-    from edge_agent.access import LOOPBACK, AccessPolicy, parse_networks
+    from edge_agent.access import AccessPolicy, parse_networks
     from wire.transport import is_loopback
 
     try:
@@ -90,13 +90,12 @@ def _access_policy(bind: str, allow: tuple[str, ...], insecure: bool, curve: boo
             "edge run its models (and send it endless messages): pass --curve-secret and "
             "--curve-clients, or --allow the devices' addresses, or --insecure to serve anyone"
         )
+    who = {}  # without CURVE or --allow: the policy's default, this machine only
     if networks:
-        chosen = networks
+        who["allow"] = networks
     elif curve or insecure:
-        chosen = None
-    else:
-        chosen = parse_networks(LOOPBACK)
-    return AccessPolicy(allow=chosen, max_connections=max_connections, handshake_timeout_s=handshake_timeout_s)
+        who["allow"] = None  # the keys decide, or anyone
+    return AccessPolicy(**who, max_connections=max_connections, handshake_timeout_s=handshake_timeout_s)
 
 
 def _positive_int(lo: int, hi: int):
