@@ -502,7 +502,7 @@ class LyapunovController:
     def decide(self, obs: Observation) -> Decision:
         # The hot path: scalars in plain Python, the pair search in a few numpy calls on
         # preallocated buffers.
-        _, qc, qx, capacity, arrivals = obs
+        _, qc, qx, capacity, arrivals, edge_wait = obs
         if qc < 0.0:
             qc = 0.0
         if qx < 0.0:
@@ -536,7 +536,9 @@ class LyapunovController:
         # ahead of them (omega*Q_x/C) and those of the slot's earlier heads (the last row)
         c1 = capacity if capacity > 1.0 else 1.0
         w1 = w_bits + z_l / self._dmax
-        w3 = omega * qx / c1
+        # an offloaded frame also waits behind the edge's backlog (the price a shared edge
+        # broadcasts: devices back off while it is busy)
+        w3 = omega * (qx / c1 + edge_wait) if edge_wait > 0.0 else omega * qx / c1
         w[1] = w1
         w[2] = omega
         w[3] = w3
@@ -549,7 +551,11 @@ class LyapunovController:
             # premium) over the pairs that keep up, plus a margin, capped; the front frame's
             # unfinished part is no backlog of its own
             x = 1.0 / c1
-            price = min([a + b * x for a, b in self._price_lines])
+            if edge_wait > 0.0:
+                e = omega * edge_wait
+                price = min([a + (b * x + e if b else 0.0) for a, b in self._price_lines])
+            else:
+                price = min([a + b * x for a, b in self._price_lines])
             cap = v_e * (self._cap_energy + self._cap_idle / lam) + omega * self._cap_latency
             if price > cap:
                 price = cap

@@ -25,6 +25,8 @@ class Observation(NamedTuple):
     queue_bits: float      # Q_x: bits waiting for the uplink
     capacity_bps: float    # C(t): uplink capacity this slot (trace) or its estimate (live)
     arrivals: int          # A(t-1): frames that arrived during the previous slot
+    edge_wait_s: float = 0.0  # tail work queued at the edge ahead of a new request, s, as the
+                              # edge last reported it (a shared edge's backlog; 0: idle or unknown)
 
 
 class Decision(NamedTuple):

@@ -158,6 +158,7 @@ class _LyapunovGroup:
         self.phase = f([c.arrival_phase for c in configs], dtype=bool)
         self.any_phase = bool(self.phase.any())
         self.slopes = pt.bits[:, None] * self.omega[None, :]  # (G, S): omega*D per bits group
+        self.remote_group = (pt.bits > 0.0)[:, None].astype(float)  # (G, 1): groups that offload
         units = [float(c.queue_unit_bits or system.bits[0]) for c in configs]
         if not all(u > 0 for u in units):
             raise ValueError("queue_unit_bits must be > 0 (the model's input cut sends no bits)")
@@ -264,7 +265,7 @@ class _LyapunovGroup:
         new = np.maximum(rho + self.alpha * (x - rho), 1e-6)
         self.arrival_phase_s = np.where(ok, new, rho)
 
-    def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+    def decide(self, qc, qx, cap, arrivals, edge_wait, out_cut, out_level, out_rate, out_process, out_admit) -> None:
         # called inside simulate_batch's errstate (divide, invalid, over ignored): lanes a branch
         # does not take may divide by zero or overflow, as the scalar controller's never-taken
         # branches would
@@ -273,6 +274,7 @@ class _LyapunovGroup:
         qx = qx[sl]
         cap = cap[sl]
         arrivals = arrivals[sl]
+        ew = edge_wait[sl] if edge_wait is not None else None
         self._learn(arrivals, cap)
         if self.any_phase:
             self._learn_phase(qc, arrivals)
@@ -298,12 +300,15 @@ class _LyapunovGroup:
         w1 = w_bits + z_l / self.dmax
         w[0] = v_e
         w[1] = w1
-        w[3] = omega * qx / c1
+        w[3] = omega * (qx / c1 + ew) if ew is not None else omega * qx / c1
         w[4] = v_e
         frame = -(qc + omega * tau + self.z_throughput + z_l)
         if self.any_mult:
             # the frame's price: the least line at this slot's capacity, capped
-            price = (self.price_least + self.slopes * (1.0 / c1)).min(axis=0)
+            lines = self.price_least + self.slopes * (1.0 / c1)
+            if ew is not None:
+                lines += self.remote_group * (omega * ew)  # an offloaded frame waits behind the edge
+            price = lines.min(axis=0)
             e_cap, i_cap, l_cap = self.price_cap
             price = np.minimum(price, v_e * (e_cap + i_cap / lam) + omega * l_cap)
             self.gamma_c = np.where(self.mult & (V > 0.0), price / np.where(V > 0.0, V, 1.0), 0.0)
@@ -462,7 +467,7 @@ class _ScheduleGroup:
     def prepare(self, log2_k: np.ndarray | None) -> None:
         self.t = 0
 
-    def decide(self, qc, qx, cap, arrivals, out_cut, out_level, out_rate, out_process, out_admit) -> None:
+    def decide(self, qc, qx, cap, arrivals, edge_wait, out_cut, out_level, out_rate, out_process, out_admit) -> None:
         sl = self.sl
         out_cut[sl] = self.cut[self.t]
         out_level[sl] = self.level[self.t]
@@ -627,6 +632,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         lyap_mask[g.sl] = True
     minimum = np.minimum
     energy = None
+    edge_wait = None  # no shared edge: the edge is never a bottleneck
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for t in range(n_slots):
@@ -634,7 +640,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             qc_obs = queued - progress
             prev_arrivals = per_slot[t - 1] if t else no_arrivals
             for g in groups:
-                g.decide(qc_obs, qx, c_t, prev_arrivals, cut, level, rate, process, admit)
+                g.decide(qc_obs, qx, c_t, prev_arrivals, edge_wait, cut, level, rate, process, admit)
             # a clock change costs the switch latency (not before the first slot)
             switch = (level != prev_level) * switch_s if (t and switch_s) else no_switch
             np.copyto(prev_level, level)
