@@ -7,6 +7,11 @@ its tests never depend on how tails are built. :class:`CachedTailRunner` does th
 every runner (build each tail once, cast and move inputs, run under ``inference_mode``, hand back
 CPU tensors); :class:`SplitTailRunner` builds tails with ``dnn_split``'s partitioner, which is
 what ``cutedge edge`` serves.
+
+Batching: the server may hand a runner several requests for the same (model, cut) at once
+(``run_batch``), from different devices; :class:`CachedTailRunner` stacks them along dim 0,
+runs the tail once and splits the outputs back. A runner without ``run_batch`` (the protocol
+only requires ``run``) is served one request at a time.
 """
 
 from __future__ import annotations
@@ -38,6 +43,37 @@ class TailRunner(Protocol):
     def run(self, model: str, cut: int, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]: ...
 
 
+@runtime_checkable
+class BatchTailRunner(TailRunner, Protocol):
+    """A :class:`TailRunner` that can also run several requests of one (model, cut) at once.
+
+    ``run_batch(model, cut, batch)`` gets one input list per request (each as ``run`` gets it;
+    their dim 0 may differ) and returns one output list per request, in order, each as ``run``
+    would have returned it for that request alone. It raises if it cannot (the server then runs
+    the requests one by one, so one bad request fails alone).
+    """
+
+    def run_batch(
+        self, model: str, cut: int, batch: Sequence[Sequence[torch.Tensor]]
+    ) -> list[list[torch.Tensor]]: ...
+
+
+def split_outputs(outputs: Sequence[torch.Tensor], rows: Sequence[int]) -> list[list[torch.Tensor]]:
+    """Per-request outputs of a stacked run: every output split along dim 0 by ``rows``.
+
+    An output whose dim 0 is not the batch's rows (a tail that reduces over the batch, say)
+    cannot be split: ValueError. The pieces are views, C-contiguous as the wire wants them.
+    """
+    total = sum(rows)
+    for i, o in enumerate(outputs):
+        if o.dim() == 0 or o.shape[0] != total:
+            raise ValueError(
+                f"output {i} has shape {list(o.shape)}, not [{total}, ...]: cannot split a batch"
+            )
+    parts = [o.contiguous().split(list(rows)) for o in outputs]
+    return [[p[j] for p in parts] for j in range(len(rows))]
+
+
 def flatten_outputs(out: Any) -> list[torch.Tensor]:
     """A tail's output as a flat list of tensors (tensor, tuple/list, dict values, nested)."""
     if isinstance(out, torch.Tensor):
@@ -58,6 +94,14 @@ class CachedTailRunner:
     inputs that travelled in another float dtype (float16 to halve the uplink, say) are cast to
     the spec's dtype. On CUDA the outputs are copied back before ``run`` returns, so the time the
     server measures around ``run`` is the whole tail, transfers included.
+
+    ``run_batch`` stacks requests along dim 0 (casting each to the spec's dtype as it goes) and
+    splits the outputs. On CUDA each worker thread gets its own stream and its own pinned
+    (page-locked) host staging buffers, so the host-to-device copies of one worker overlap the
+    kernels of another, and no worker waits on a copy another stream queued. Outputs come back
+    into fresh pinned tensors (the server sends them zero-copy while the next batch runs, so a
+    reused output buffer could be overwritten under ZeroMQ); torch's caching host allocator makes
+    those cheap. Nothing here touches CUDA when ``device`` is the CPU.
     """
 
     def __init__(
@@ -71,6 +115,7 @@ class CachedTailRunner:
         self.device = torch.device(device)
         self._tails: dict[tuple[str, int], nn.Module] = {}
         self._build_lock = threading.Lock()
+        self._local = threading.local()  # per worker thread: CUDA stream, pinned input buffers
 
     def catalog(self) -> Catalog:
         return self._catalog
@@ -112,6 +157,68 @@ class CachedTailRunner:
             outputs = flatten_outputs(tail(*xs))
         # contiguous CPU tensors: what the wire sends without a further copy
         return [o.detach().to("cpu").contiguous() for o in outputs]
+
+    def run_batch(
+        self, model: str, cut: int, batch: Sequence[Sequence[torch.Tensor]]
+    ) -> list[list[torch.Tensor]]:
+        """One tail call for several requests of (model, cut); see :class:`BatchTailRunner`."""
+        if len(batch) == 1 and self.device.type != "cuda":
+            return [self.run(model, cut, batch[0])]  # no copy into a stacked tensor
+        spec = self.spec(model, cut)
+        tail = self.tail(model, cut)
+        for j, inputs in enumerate(batch):  # refuse before copying anything
+            if len(inputs) != len(spec):
+                raise ValueError(f"request {j} has {len(inputs)} tensors, the cut sends {len(spec)}")
+        rows = [int(inputs[0].shape[0]) for inputs in batch]
+        if self.device.type == "cuda":
+            return self._run_batch_cuda(tail, spec, batch, rows)
+        xs = []
+        for i, s in enumerate(spec):
+            want = getattr(torch, s.dtype)
+            xs.append(torch.cat([inputs[i].to(want) for inputs in batch]))
+        with torch.inference_mode():
+            outputs = flatten_outputs(tail(*xs))
+        return split_outputs([o.detach().contiguous() for o in outputs], rows)
+
+    def _run_batch_cuda(
+        self,
+        tail: nn.Module,
+        spec: Sequence[TensorSpec],
+        batch: Sequence[Sequence[torch.Tensor]],
+        rows: list[int],
+    ) -> list[list[torch.Tensor]]:
+        local = self._local
+        stream = getattr(local, "stream", None)
+        if stream is None:
+            stream = local.stream = torch.cuda.Stream(self.device)
+            local.staging = {}
+        total = sum(rows)
+        xs = []
+        with torch.cuda.stream(stream):
+            for i, s in enumerate(spec):
+                want = getattr(torch, s.dtype)
+                shape = (total, *batch[0][i].shape[1:])
+                key = (i, want, shape[1:])
+                buf = local.staging.get(key)
+                if buf is None or buf.shape[0] < total:
+                    # pinned memory lets the copy below run asynchronously on this stream; the
+                    # buffer is reused by the next batch, after this one's synchronize
+                    buf = torch.empty(shape, dtype=want, pin_memory=True)
+                    local.staging[key] = buf
+                at = 0
+                for inputs, n in zip(batch, rows, strict=True):
+                    buf[at : at + n].copy_(inputs[i])  # casts to the tail's dtype
+                    at += n
+                xs.append(buf[:total].to(self.device, non_blocking=True))
+            with torch.inference_mode():
+                outputs = flatten_outputs(tail(*xs))
+            host = []
+            for o in outputs:
+                h = torch.empty(o.shape, dtype=o.dtype, pin_memory=True)
+                h.copy_(o.detach(), non_blocking=True)
+                host.append(h)
+        stream.synchronize()
+        return split_outputs(host, rows)
 
 
 @dataclass(frozen=True)

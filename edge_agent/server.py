@@ -22,6 +22,15 @@ waiting, each may hold at most its share (1/n) of the queue's places and bytes; 
 use all of it. A request past its share, or past the whole queue, gets a BUSY reply that carries
 the edge's advice on how long to wait before sending again.
 
+Batching across devices: a worker takes a queued request, then more requests for the same
+(model, cut), taking devices in the same round robin, until it holds ``max_batch`` frames (dim-0
+rows) or ``max_wait_ms`` has passed since it took the first; it runs the tail once on them
+stacked along dim 0 (``run_batch`` of the runner) and replies to each request on its own. A
+request is never held back for a batch past ``max_wait_ms``, requests for different tails are
+never mixed, and a failed batch is re-run one request at a time, so a bad request fails alone.
+``max_batch`` 1 is one request per tail call. Every RESULT and BUSY reply to a device that asks
+(``FLAG_BACKLOG``) carries the edge's backlog: the tail work queued ahead of a new request.
+
 Nothing a peer sends stops the server: every refusal is an ERROR reply with a code and a
 one-line reason; an exception anywhere in handling one message becomes an INTERNAL or
 TAIL_FAILED reply and a log line. SIGINT/SIGTERM (wired by ``cutedge edge``) call
@@ -47,6 +56,7 @@ from edge_agent.runner import TailRunner
 from wire.curve import ServerKeys
 from wire.format import (
     ErrorCode,
+    Header,
     Limits,
     MsgType,
     WireError,
@@ -71,6 +81,10 @@ log = logging.getLogger("cutedge.edge")
 
 #: refusals logged one by one per interval before the rest are only counted
 _LOGGED_ERRORS_PER_INTERVAL = 5
+#: bounds of ``ServerConfig.max_batch`` and ``max_wait_ms`` (a longer wait is a misconfiguration:
+#: every lone request would wait that long)
+MAX_BATCH = 4096
+MAX_WAIT_MS = 1000.0
 
 
 @dataclass(frozen=True)
@@ -81,7 +95,10 @@ class ServerConfig:
     ``max_queued`` bounds the number of such requests. ``rcvhwm`` is ZeroMQ's per-peer receive
     queue in messages. ``access`` says who may connect. ``served_log``: a CSV file getting one
     row per RESULT sent (peer, request id, model, cut, tail time), so a test or an operator can
-    check which frames the edge ran.
+    check which frames the edge ran. ``max_batch``: most frames (dim-0 rows, summed over the
+    requests) one tail call runs; a single request larger than that runs alone (its own limit is
+    ``limits.max_batch``). ``max_wait_ms``: how long a worker holding one request waits for more
+    of the same (model, cut) before it runs what it has.
     """
 
     endpoint: str
@@ -96,10 +113,27 @@ class ServerConfig:
     heartbeat_ivl_s: float = 2.0
     access: AccessPolicy = field(default_factory=AccessPolicy)
     served_log: Path | None = None
+    max_batch: int = 8
+    max_wait_ms: float = 2.0
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or not (
+            1 <= self.max_batch <= MAX_BATCH
+        ):
+            raise ValueError(
+                f"max_batch must be an integer in 1..{MAX_BATCH} (1: no batching), "
+                f"got {self.max_batch!r}"
+            )
+        if not (
+            isinstance(self.max_wait_ms, (int, float))
+            and not isinstance(self.max_wait_ms, bool)
+            and 0 <= self.max_wait_ms <= MAX_WAIT_MS
+        ):
+            raise ValueError(
+                f"max_wait_ms must be a number in 0..{MAX_WAIT_MS:g} ms, got {self.max_wait_ms!r}"
+            )
         if not self.log_interval_s > 0:
             raise ValueError(f"log_interval_s must be > 0, got {self.log_interval_s}")
 
@@ -111,6 +145,7 @@ class _Counts:
     errors: int = 0  # ERROR replies sent
     pings: int = 0
     tail_ns: int = 0  # summed over served requests
+    tail_calls: int = 0  # runs of the tail (a batch is one)
     busy: int = 0  # BUSY replies (also counted in errors)
     refused_key: int = 0  # CURVE handshakes with an unknown key
     refused_address: int = 0  # handshakes from an address not allowed
@@ -157,6 +192,8 @@ class _Job:
     message: Message
     t_recv_ns: int
     nbytes: int
+    rows: int = 1  # dim 0 of its tensors: the frames it adds to a batch
+    tail: tuple[str, int] = ("", 0)  # (model, cut): only jobs of one tail share a batch
 
 
 class _FairQueue:
@@ -166,6 +203,12 @@ class _FairQueue:
     have jobs waiting, each may hold at most ``max_jobs // n`` jobs (at least one) and
     ``max_bytes // n`` bytes (at least one message); one device alone may fill the whole queue.
     ``running`` jobs count against the totals until ``done``.
+
+    ``take_batch`` fills a batch in the same turn order: the device whose turn it is gives the
+    first job; then each device in turn whose next job is for the same tail and still fits gives
+    that one job, and the round goes on until the batch is full or no device has a matching job
+    (then it waits for new ones, up to ``max_wait_s`` after the first). Only a device's next job
+    is looked at, so each device's requests still start in the order it sent them.
     """
 
     def __init__(self, max_jobs: int, max_bytes: int, workers: int):
@@ -176,8 +219,12 @@ class _FairQueue:
         self._bytes: dict[bytes, int] = {}
         self.jobs = 0  # waiting + running
         self.bytes = 0
+        self.queued = 0  # waiting only
         self._closed = False
-        self._tail_s: float | None = None  # running mean of tail times, for the BUSY advice
+        self._tail_s: float | None = None  # running mean of tail time per job (batches shared)
+
+    def _per_job_s(self) -> float:
+        return 0.01 if self._tail_s is None else self._tail_s
 
     def offer(self, key: bytes, job: _Job) -> tuple[float, str] | None:
         with self._cv:
@@ -194,8 +241,7 @@ class _FairQueue:
                 # this device's next place frees after its own waiting jobs, each one turn of
                 # the round robin over the devices waiting
                 ahead = max(1, mine_jobs) * max(1, n_dev) if over_share else max(1, self.jobs)
-                tail_s = 0.01 if self._tail_s is None else self._tail_s
-                wait_s = min(5.0, max(0.001, ahead * tail_s / self.workers))
+                wait_s = min(5.0, max(0.001, ahead * self._per_job_s() / self.workers))
                 if full:
                     why = f"edge queue full ({self.jobs} requests, {self.bytes} bytes waiting)"
                 else:
@@ -208,34 +254,88 @@ class _FairQueue:
             mine.append(job)
             self._bytes[key] = mine_bytes + job.nbytes
             self.jobs += 1
+            self.queued += 1
             self.bytes += job.nbytes
-            self._cv.notify()
+            # every waiter: an idle worker, and one filling a batch that this job may join
+            self._cv.notify_all()
             return None
 
-    def take(self) -> _Job | None:
-        """The next job, round robin over devices; None once closed and empty."""
+    def _pop(self, key: bytes) -> _Job:
+        """The next job of device ``key``; the device goes to the back of the turn order."""
+        mine = self._waiting[key]
+        job = mine.popleft()
+        self._ring.remove(key)
+        if mine:
+            self._ring.append(key)
+            self._bytes[key] -= job.nbytes
+        else:
+            del self._waiting[key], self._bytes[key]
+        self.queued -= 1
+        return job
+
+    def _fill(self, batch: list[_Job], rows: int, max_rows: int) -> int:
+        tail = batch[0].tail
+        took = True
+        while took and rows < max_rows:
+            took = False
+            for key in list(self._ring):  # one round: at most one job per device
+                job = self._waiting[key][0]
+                if job.tail == tail and rows + job.rows <= max_rows:
+                    batch.append(self._pop(key))
+                    rows += job.rows
+                    took = True
+                    if rows >= max_rows:
+                        break
+        return rows
+
+    def take_batch(self, max_rows: int = 1, max_wait_s: float = 0.0) -> list[_Job]:
+        """Jobs for one tail, at most ``max_rows`` frames (the first job always, whatever its
+        size), round robin over devices; ``[]`` once closed and empty."""
         with self._cv:
             while not self._ring:
                 if self._closed:
-                    return None
+                    return []
                 self._cv.wait()
-            key = self._ring.popleft()
-            mine = self._waiting[key]
-            job = mine.popleft()
-            left = self._bytes[key] - job.nbytes
-            if mine:
-                self._ring.append(key)
-                self._bytes[key] = left
-            else:
-                del self._waiting[key], self._bytes[key]
-            return job
+            batch = [self._pop(self._ring[0])]
+            rows = batch[0].rows
+            deadline = None
+            while rows < max_rows:
+                rows = self._fill(batch, rows, max_rows)
+                if rows >= max_rows or self._closed or max_wait_s <= 0:
+                    break
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + max_wait_s
+                if now >= deadline:
+                    break
+                self._cv.wait(deadline - now)
+            return batch
+
+    def take(self) -> _Job | None:
+        """The next job, round robin over devices; None once closed and empty."""
+        batch = self.take_batch(1)
+        return batch[0] if batch else None
 
     def done(self, job: _Job, tail_s: float | None) -> None:
+        self.done_batch([job], tail_s)
+
+    def done_batch(self, jobs: Sequence[_Job], tail_s: float | None) -> None:
+        """``jobs`` have been answered; ``tail_s``: the time their tail work took in all."""
         with self._cv:
-            self.jobs -= 1
-            self.bytes -= job.nbytes
-            if tail_s is not None:
-                self._tail_s = tail_s if self._tail_s is None else self._tail_s + 0.3 * (tail_s - self._tail_s)
+            self.jobs -= len(jobs)
+            self.bytes -= sum(j.nbytes for j in jobs)
+            if tail_s is not None and jobs:
+                per_job = tail_s / len(jobs)
+                self._tail_s = per_job if self._tail_s is None else self._tail_s + 0.3 * (per_job - self._tail_s)
+
+    def backlog_s(self) -> float:
+        """Seconds of tail work queued ahead of a request arriving now: the jobs waiting times
+        the recent mean tail time per job (batching included), over the workers. What the
+        running tails still have to do is left out (unknown; at most one batch per worker)."""
+        with self._cv:
+            if not self.queued:
+                return 0.0
+            return self.queued * self._per_job_s() / self.workers
 
     def close(self) -> None:
         """Workers finish what waits, then ``take`` returns None."""
@@ -451,14 +551,23 @@ class EdgeServer:
         except WireError as exc:
             self._reply_error(identity, exc, h.sent_ns)
             return
-        busy = self._jobs.offer(bytes(frame_buffer(identity)), _Job(identity, msg, t_recv, h.payload_bytes))
+        job = _Job(identity, msg, t_recv, h.payload_bytes, h.tensors[0].shape[0], (h.model, h.cut))
+        busy = self._jobs.offer(bytes(frame_buffer(identity)), job)
         if busy is not None:
             self.stats.add(busy=1)
             wait_s, why = busy
-            self._reply_error(identity, WireError(ErrorCode.BUSY, why, h.request_id), h.sent_ns, wait_s)
+            self._reply_error(
+                identity, WireError(ErrorCode.BUSY, why, h.request_id), h.sent_ns, wait_s, request=h
+            )
 
     def _reply_error(
-        self, identity: Any, exc: WireError, sent_ns: int = 0, retry_after_s: float = 0.0
+        self,
+        identity: Any,
+        exc: WireError,
+        sent_ns: int = 0,
+        retry_after_s: float = 0.0,
+        *,
+        request: Header | None = None,
     ) -> None:
         if self.stats.note_error():
             peer = bytes(frame_buffer(identity)).hex()
@@ -469,7 +578,10 @@ class EdgeServer:
                 exc.code.name,
                 exc.reason,
             )
-        self._send(identity, error_reply(exc, sent_ns, retry_after_s))
+        backlog = None if request is None else self._jobs.backlog_s()
+        self._send(
+            identity, error_reply(exc, sent_ns, retry_after_s, request=request, backlog_s=backlog)
+        )
 
     def _send(self, identity: Any, frames: list[Any]) -> None:
         assert self.router is not None
@@ -496,31 +608,78 @@ class EdgeServer:
         push = self.context.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
         push.connect(self._results_addr)
+        max_rows, max_wait_s = self.config.max_batch, self.config.max_wait_ms / 1e3
         try:
             while True:
-                job = self._jobs.take()
-                if job is None:
+                jobs = self._jobs.take_batch(max_rows, max_wait_s)
+                if not jobs:
                     return
                 tail_s = None
                 try:
-                    frames, tail_s = self._run_job(job)
-                    push.send_multipart([job.identity, *frames], copy=False)
+                    replies, tail_s = self._run_jobs(jobs)
+                    for job, frames in zip(jobs, replies, strict=True):
+                        push.send_multipart([job.identity, *frames], copy=False)
                 finally:
-                    self._jobs.done(job, tail_s)
-                    del job
+                    self._jobs.done_batch(jobs, tail_s)
+                    del jobs
         finally:
             push.close()
 
-    def _run_job(self, job: _Job) -> tuple[list[Any], float | None]:
-        """The reply frames, and the tail's time in seconds (None if it failed)."""
-        h = job.message.header
-        t_start = time.monotonic_ns()
-        try:
-            inputs = job.message.tensors()
-            outputs = self.runner.run(h.model, h.cut, inputs)
+    def _run_jobs(self, jobs: list[_Job]) -> tuple[list[list[Any]], float | None]:
+        """One reply per job, in order, and the tail time they took in all (None: none ran).
+
+        Several jobs go through ``run_batch`` when the runner has it; if that raises (or the
+        runner has none), each job runs alone, so a request the tail cannot take fails alone.
+        """
+        h0 = jobs[0].message.header
+        replies: list[list[Any] | None] = [None] * len(jobs)
+        inputs: list[tuple[int, list[Any]]] = []
+        for j, job in enumerate(jobs):  # wrap every request before stacking any
+            try:
+                inputs.append((j, job.message.tensors()))
+            except Exception as exc:
+                replies[j] = self._tail_failed(job, exc)
+        run_batch = getattr(self.runner, "run_batch", None)
+        tail_s: float | None = None
+        if len(inputs) > 1 and run_batch is not None:
+            t_start = time.monotonic_ns()
+            try:
+                outs = run_batch(h0.model, h0.cut, [x for _, x in inputs])
+                if len(outs) != len(inputs):
+                    raise RuntimeError(f"run_batch returned {len(outs)} results for {len(inputs)} requests")
+            except Exception as exc:
+                log.debug("edge: batch of %d for %s cut %d failed (%s: %s); running it one by one",
+                          len(inputs), h0.model, h0.cut, type(exc).__name__, exc)
+            else:
+                t_end = time.monotonic_ns()
+                self.stats.add(tail_calls=1)
+                tail_s = (t_end - t_start) / 1e9
+                for (j, _), out in zip(inputs, outs, strict=True):
+                    replies[j] = self._result(jobs[j], out, t_start, t_end)
+                inputs = []
+        for j, x in inputs:
+            t_start = time.monotonic_ns()
+            try:
+                out = self.runner.run(h0.model, h0.cut, x)
+            except Exception as exc:
+                replies[j] = self._tail_failed(jobs[j], exc)
+                continue
             t_end = time.monotonic_ns()
+            self.stats.add(tail_calls=1)
+            tail_s = (tail_s or 0.0) + (t_end - t_start) / 1e9
+            replies[j] = self._result(jobs[j], out, t_start, t_end)
+        return replies, tail_s  # type: ignore[return-value]
+
+    def _result(self, job: _Job, outputs: Sequence[Any], t_start: int, t_end: int) -> list[Any]:
+        """The RESULT frames for ``job`` (an error reply if they cannot travel)."""
+        h = job.message.header
+        try:
             frames = result_frames(
-                h, outputs, queue_ns=t_start - job.t_recv_ns, tail_ns=t_end - t_start
+                h,
+                outputs,
+                queue_ns=t_start - job.t_recv_ns,
+                tail_ns=t_end - t_start,
+                backlog_s=self._jobs.backlog_s(),
             )
             size = sum(frame_nbytes(f) for f in frames)
             if size > self.limits.max_message_bytes:
@@ -529,14 +688,23 @@ class EdgeServer:
                     f"over the message limit {self.limits.max_message_bytes}"
                 )
         except Exception as exc:
-            reason = f"tail of {h.model} from cut {h.cut} failed: {type(exc).__name__}: {exc}"
-            if self.stats.note_error():
-                log.warning("edge: request %d: %s", h.request_id, one_line(reason))
-            return error_reply(WireError(ErrorCode.TAIL_FAILED, reason, h.request_id), h.sent_ns), None
+            return self._tail_failed(job, exc)
         self.stats.add(served=1, tail_ns=t_end - t_start)
         if self._served_log is not None:
             self._served_log.add(bytes(frame_buffer(job.identity)), h.request_id, h.model, h.cut, t_end - t_start)
-        return frames, (t_end - t_start) / 1e9
+        return frames
+
+    def _tail_failed(self, job: _Job, exc: Exception) -> list[Any]:
+        h = job.message.header
+        reason = f"tail of {h.model} from cut {h.cut} failed: {type(exc).__name__}: {exc}"
+        if self.stats.note_error():
+            log.warning("edge: request %d: %s", h.request_id, one_line(reason))
+        return error_reply(
+            WireError(ErrorCode.TAIL_FAILED, reason, h.request_id),
+            h.sent_ns,
+            request=h,
+            backlog_s=self._jobs.backlog_s(),
+        )
 
     # -- logging and shutdown ----------------------------------------------------------------
     def _log_interval(self, span_s: float) -> None:
@@ -555,13 +723,14 @@ class EdgeServer:
         queued = self._jobs.jobs
         log.info(
             "edge: last %.1f s: %d requests, %d served, %d errors, %d pings, "
-            "mean tail %.2f ms, %d queued%s",
+            "mean tail %.2f ms, mean batch %.1f, %d queued%s",
             span_s,
             c.requests,
             c.served,
             c.errors,
             c.pings,
             c.mean_tail_ms(),
+            c.served / c.tail_calls if c.tail_calls else 0.0,
             queued,
             f" ({'; '.join(extra)})" if extra else "",
         )

@@ -34,7 +34,8 @@ MAGIC = b"CE"
 VERSION = 1
 
 #: ``<``: little-endian, no padding. magic, version, type, status, n_tensors, request id,
-#: model id, cut, flags, reserved, sent_ns, edge_queue_ns, edge_tail_ns.
+#: model id, cut, flags, edge_backlog_us (reserved before FLAG_BACKLOG), sent_ns,
+#: edge_queue_ns, edge_tail_ns.
 _FIXED = struct.Struct("<2sBBHHQ64sHHIQQQ")
 #: dtype code, ndim, encoding, 5 reserved bytes, nbytes, affine scale and offset, 8 dims.
 _DESC = struct.Struct("<BBB5sQff8I")
@@ -48,7 +49,6 @@ MAX_MODEL_ID_BYTES = 64
 MAX_REASON_BYTES = 256
 #: hard ceiling on tensors per message, whatever the limits say (keeps the header < 4 KB).
 MAX_TENSORS = 64
-_U32 = 2**32 - 1
 
 #: how a tensor's buffer encodes its values
 RAW = 0  # the values themselves, in ``dtype``
@@ -56,6 +56,14 @@ AFFINE_U8 = 1  # uint8 codes q of a float tensor: value = q * scale + offset (pe
 ENCODINGS = {RAW: "raw", AFFINE_U8: "affine-uint8"}
 
 _MODEL_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._:-]{0,63}$")
+
+#: ``flags`` bit 0. On a REQUEST: "this device reads the edge's backlog"; on a reply (RESULT or
+#: ERROR) to such a request: "``edge_backlog_us`` holds the edge's backlog". Why a flag and not
+#: a plain new field: decoders before it refuse any non-zero ``flags``/``reserved``, so the edge
+#: fills the field only for a device that asked, and an old device never sees it.
+FLAG_BACKLOG = 1
+KNOWN_FLAGS = FLAG_BACKLOG
+MAX_BACKLOG_US = _U32 = 2**32 - 1  # about 71 minutes; larger backlogs are sent as this
 
 
 class MsgType(enum.IntEnum):
@@ -66,6 +74,10 @@ class MsgType(enum.IntEnum):
     ERROR = 3  # edge -> device: ``status`` is an ErrorCode, frame 1 the reason
     PING = 4  # device -> edge: are you there? (no tensors)
     PONG = 5  # edge -> device: yes (echoes request id and sent_ns)
+
+
+#: what the edge sends; only these may carry ``edge_backlog_us``
+_REPLIES = frozenset({MsgType.RESULT, MsgType.ERROR, MsgType.PONG})
 
 
 class ErrorCode(enum.IntEnum):
@@ -151,6 +163,8 @@ class Header(NamedTuple):
     ``sent_ns`` is the sender's own clock when it sent a request; replies echo it so the device
     can compute a round trip without bookkeeping. ``edge_queue_ns``/``edge_tail_ns`` are
     durations measured on the edge (receipt to tail start, tail run), so no clock is shared.
+    ``flags`` is 0 or :data:`FLAG_BACKLOG`; ``edge_backlog_us`` (replies with the flag only) is
+    the edge's estimate of the tail work queued ahead of a new request, in microseconds.
     """
 
     msg_type: MsgType
@@ -162,6 +176,8 @@ class Header(NamedTuple):
     sent_ns: int = 0
     edge_queue_ns: int = 0
     edge_tail_ns: int = 0
+    flags: int = 0
+    edge_backlog_us: int = 0
 
     @property
     def payload_bytes(self) -> int:
@@ -242,6 +258,12 @@ def encode_header(h: Header) -> bytes:
     n = len(h.tensors)
     if n > MAX_TENSORS:
         raise ValueError(f"{n} tensors: the format carries at most {MAX_TENSORS}")
+    if h.flags & ~KNOWN_FLAGS:
+        raise ValueError(f"flags {h.flags:#x}: only FLAG_BACKLOG ({FLAG_BACKLOG}) is defined")
+    if h.edge_backlog_us and not (h.flags & FLAG_BACKLOG and h.msg_type in _REPLIES):
+        raise ValueError("edge_backlog_us travels only in replies with FLAG_BACKLOG")
+    if not 0 <= h.edge_backlog_us <= MAX_BACKLOG_US:
+        raise ValueError(f"edge_backlog_us {h.edge_backlog_us} outside 0..{MAX_BACKLOG_US}")
     model = _model_bytes(h.model)
     out = bytearray(FIXED_BYTES + n * DESC_BYTES)
     _FIXED.pack_into(
@@ -255,8 +277,8 @@ def encode_header(h: Header) -> bytes:
         h.request_id,
         model,
         h.cut,
-        0,
-        0,
+        h.flags,
+        h.edge_backlog_us,
         h.sent_ns,
         h.edge_queue_ns,
         h.edge_tail_ns,
@@ -353,10 +375,13 @@ def decode_header(buf: bytes | memoryview, limits: Limits) -> Header:
         msg_type = MsgType(mtype)
     except ValueError:
         raise WireError(ErrorCode.BAD_TYPE, f"unknown message type {mtype}", rid) from None
-    if flags or reserved:
+    if flags & ~KNOWN_FLAGS or (
+        reserved and not (flags & FLAG_BACKLOG and msg_type in _REPLIES)
+    ):
         raise WireError(
             ErrorCode.BAD_HEADER,
-            f"reserved header fields must be 0 (flags={flags}, reserved={reserved})",
+            f"reserved header fields must be 0 (flags={flags}, reserved={reserved}; only "
+            f"flag {FLAG_BACKLOG} is defined, and edge_backlog_us only in replies with it)",
             rid,
         )
     if n > limits.max_tensors:
@@ -427,7 +452,9 @@ def decode_header(buf: bytes | memoryview, limits: Limits) -> Header:
                 rid,
             )
         tensors.append(TensorDesc(dt[0], shape, nbytes, encoding, scale, offset))
-    return Header(msg_type, rid, model, cut, status, tuple(tensors), sent_ns, queue_ns, tail_ns)
+    return Header(
+        msg_type, rid, model, cut, status, tuple(tensors), sent_ns, queue_ns, tail_ns, flags, reserved
+    )
 
 
 def _decode_model(raw: bytes, rid: int) -> str:
@@ -570,12 +597,26 @@ def check_request(h: Header, catalog: Catalog, limits: Limits) -> tuple[TensorSp
 
 
 def error_frames(
-    code: ErrorCode, reason: str, request_id: int = 0, sent_ns: int = 0, retry_after_ns: int = 0
+    code: ErrorCode,
+    reason: str,
+    request_id: int = 0,
+    sent_ns: int = 0,
+    retry_after_ns: int = 0,
+    backlog_us: int | None = None,
 ) -> list[bytes]:
     """The frames of an ERROR reply: header and the one-line reason. A BUSY reply carries the
-    edge's advice on how long to wait before sending again in ``edge_queue_ns``."""
+    edge's advice on how long to wait before sending again in ``edge_queue_ns``; ``backlog_us``
+    (for a request that set :data:`FLAG_BACKLOG`, else None) the edge's backlog."""
     header = encode_header(
-        Header(MsgType.ERROR, request_id, status=int(code), sent_ns=sent_ns, edge_queue_ns=retry_after_ns)
+        Header(
+            MsgType.ERROR,
+            request_id,
+            status=int(code),
+            sent_ns=sent_ns,
+            edge_queue_ns=retry_after_ns,
+            flags=0 if backlog_us is None else FLAG_BACKLOG,
+            edge_backlog_us=0 if backlog_us is None else min(MAX_BACKLOG_US, backlog_us),
+        )
     )
     return [header, one_line(reason).encode("utf-8")[:MAX_REASON_BYTES]]
 
@@ -605,9 +646,12 @@ __all__ = [
     "DTYPE_CODES",
     "ENCODINGS",
     "FIXED_BYTES",
+    "FLAG_BACKLOG",
     "FLOAT_DTYPES",
     "ITEMSIZE",
+    "KNOWN_FLAGS",
     "MAGIC",
+    "MAX_BACKLOG_US",
     "MAX_NDIM",
     "MAX_REASON_BYTES",
     "MAX_TENSORS",

@@ -26,6 +26,8 @@ import zmq
 
 from wire.curve import ClientKeys
 from wire.format import (
+    FLAG_BACKLOG,
+    MAX_BACKLOG_US,
     ErrorCode,
     Header,
     Limits,
@@ -129,17 +131,40 @@ def request_frames(
     tensors: Sequence[torch.Tensor],
     request_id: int,
     sent_ns: int | None = None,
+    *,
+    ask_backlog: bool = False,
 ) -> list[Any]:
-    """Header and zero-copy buffers of a REQUEST for the tail of ``model`` from ``cut``."""
+    """Header and zero-copy buffers of a REQUEST for the tail of ``model`` from ``cut``.
+
+    ``ask_backlog`` sets :data:`~wire.format.FLAG_BACKLOG`: the reply should carry the edge's
+    backlog (an edge from before the flag refuses such a request with BAD_HEADER)."""
     descs, bufs = tensors_to_wire(tensors)
     sent = time.monotonic_ns() if sent_ns is None else sent_ns
     header = encode_header(
-        Header(MsgType.REQUEST, request_id, model, cut, tensors=descs, sent_ns=sent)
+        Header(
+            MsgType.REQUEST,
+            request_id,
+            model,
+            cut,
+            tensors=descs,
+            sent_ns=sent,
+            flags=FLAG_BACKLOG if ask_backlog else 0,
+        )
     )
     return [header, *bufs]
 
 
-def _result_header(request: Header, descs: tuple, queue_ns: int, tail_ns: int) -> bytes:
+def backlog_us(request: Header, backlog_s: float | None) -> int | None:
+    """The backlog field for a reply to ``request``: None unless the request asked for it."""
+    if backlog_s is None or not request.flags & FLAG_BACKLOG:
+        return None
+    return min(MAX_BACKLOG_US, max(0, round(backlog_s * 1e6)))
+
+
+def _result_header(
+    request: Header, descs: tuple, queue_ns: int, tail_ns: int, backlog_s: float | None = None
+) -> bytes:
+    us = backlog_us(request, backlog_s)
     return encode_header(
         Header(
             MsgType.RESULT,
@@ -150,16 +175,24 @@ def _result_header(request: Header, descs: tuple, queue_ns: int, tail_ns: int) -
             sent_ns=request.sent_ns,
             edge_queue_ns=queue_ns,
             edge_tail_ns=tail_ns,
+            flags=0 if us is None else FLAG_BACKLOG,
+            edge_backlog_us=us or 0,
         )
     )
 
 
 def result_frames(
-    request: Header, outputs: Sequence[torch.Tensor], *, queue_ns: int = 0, tail_ns: int = 0
+    request: Header,
+    outputs: Sequence[torch.Tensor],
+    *,
+    queue_ns: int = 0,
+    tail_ns: int = 0,
+    backlog_s: float | None = None,
 ) -> list[Any]:
-    """Header and zero-copy buffers of the RESULT answering ``request``."""
+    """Header and zero-copy buffers of the RESULT answering ``request``; ``backlog_s`` (the
+    edge's backlog) travels only if the request asked for it."""
     descs, bufs = tensors_to_wire(outputs)
-    return [_result_header(request, descs, queue_ns, tail_ns), *bufs]
+    return [_result_header(request, descs, queue_ns, tail_ns, backlog_s), *bufs]
 
 
 def echo_frames(
@@ -178,9 +211,20 @@ def pong_frames(ping: Header) -> list[bytes]:
     return [encode_header(Header(MsgType.PONG, ping.request_id, sent_ns=ping.sent_ns))]
 
 
-def error_reply(exc: WireError, sent_ns: int = 0, retry_after_s: float = 0.0) -> list[bytes]:
-    """The ERROR reply for a refused message (``retry_after_s``: a BUSY reply's advice)."""
-    return error_frames(exc.code, exc.reason, exc.request_id, sent_ns, int(retry_after_s * 1e9))
+def error_reply(
+    exc: WireError,
+    sent_ns: int = 0,
+    retry_after_s: float = 0.0,
+    *,
+    request: Header | None = None,
+    backlog_s: float | None = None,
+) -> list[bytes]:
+    """The ERROR reply for a refused message (``retry_after_s``: a BUSY reply's advice;
+    ``backlog_s`` the edge's backlog, sent only if ``request`` asked for it)."""
+    us = None if request is None else backlog_us(request, backlog_s)
+    return error_frames(
+        exc.code, exc.reason, exc.request_id, sent_ns, int(retry_after_s * 1e9), us
+    )
 
 
 # -- client ------------------------------------------------------------------------------------
@@ -217,6 +261,9 @@ class Reply:
     error_code: ErrorCode | int | None = None
     error_reason: str = ""
     retry_after_s: float = 0.0  # BUSY: how long the edge advises waiting before sending again
+    #: tail work queued at the edge ahead of a new request when it replied, s; None: not
+    #: reported (an edge from before the backlog field, or a reply that never carries it)
+    edge_backlog_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -234,6 +281,10 @@ class EdgeClient:
     Replies are matched to requests by id; a reply for a request the caller gave up on
     (``forget``, or a timeout in ``infer``/``ping``) is dropped when it arrives. Result tensors
     are zero-copy views of the received frames: they stay valid as long as they are referenced.
+
+    ``ask_backlog``: requests set ``FLAG_BACKLOG``, so replies carry the edge's backlog
+    (``Reply.edge_backlog_s``). An edge from before that flag answers such a request with
+    BAD_HEADER; the client then stops asking (that one request fails, later ones are plain).
     """
 
     def __init__(
@@ -245,8 +296,10 @@ class EdgeClient:
         context: zmq.Context | None = None,
         reconnect_ivl_s: float = 0.1,
         reconnect_ivl_max_s: float = 1.0,
+        ask_backlog: bool = True,
     ):
         self.endpoint = endpoint
+        self.ask_backlog = ask_backlog
         self.limits = limits or Limits()
         self._own_context = context is None
         self.context = context or zmq.Context()
@@ -303,7 +356,8 @@ class EdgeClient:
         """Send a request for the tail of ``model`` from ``cut``; returns its request id."""
         rid = next(self._ids)
         sent = time.monotonic_ns()
-        return self._send(request_frames(model, cut, tensors, rid, sent), rid, sent, timeout_s)
+        frames = request_frames(model, cut, tensors, rid, sent, ask_backlog=self.ask_backlog)
+        return self._send(frames, rid, sent, timeout_s)
 
     def submit_ping(self, *, timeout_s: float = 1.0) -> int:
         rid = next(self._ids)
@@ -342,7 +396,11 @@ class EdgeClient:
             self.dropped_replies += 1
             return
         rtt_s = (now - pending[0]) / 1e9
+        backlog_s = h.edge_backlog_us / 1e6 if h.flags & FLAG_BACKLOG else None
         if h.msg_type is MsgType.ERROR:
+            if h.status == ErrorCode.BAD_HEADER and self.ask_backlog:
+                # only an edge that does not know FLAG_BACKLOG refuses a header this client built
+                self.ask_backlog = False
             reply = Reply(
                 h.request_id,
                 h.msg_type,
@@ -350,6 +408,7 @@ class EdgeClient:
                 error_code=h.status,
                 error_reason=msg.reason(),
                 retry_after_s=h.edge_queue_ns / 1e9,
+                edge_backlog_s=backlog_s,
             )
         elif h.msg_type is MsgType.PONG:
             reply = Reply(h.request_id, h.msg_type, rtt_s)
@@ -372,6 +431,7 @@ class EdgeClient:
                     tensors,
                     h.edge_queue_ns / 1e9,
                     h.edge_tail_ns / 1e9,
+                    edge_backlog_s=backlog_s,
                 )
         self._ready[h.request_id] = reply
 
@@ -436,6 +496,7 @@ __all__ = [
     "EdgeTimeout",
     "Message",
     "Reply",
+    "backlog_us",
     "configure_socket",
     "echo_frames",
     "error_reply",

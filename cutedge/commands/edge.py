@@ -200,11 +200,27 @@ def _positive_int(lo: int, hi: int):
     help="Largest message accepted (header + tensors); also ZeroMQ's MAXMSGSIZE.",
 )
 @click.option(
-    "--max-batch",
+    "--max-request-batch",
     default=16,
     show_default=True,
     type=_positive_int(1, 2**20),
-    help="Largest batch (dim 0) per request.",
+    help="Largest batch (dim 0) one request may carry.",
+)
+@click.option(
+    "--max-batch",
+    default=8,
+    show_default=True,
+    type=_positive_int(1, 4096),
+    help="Most frames one tail call runs: requests for the same model and cut, from any "
+    "devices, are stacked up to this many rows (1: one request per tail call).",
+)
+@click.option(
+    "--max-wait-ms",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1000.0),
+    help="How long a worker holding one request waits for more of the same tail before "
+    "running what it has (0: never waits, batches only what is already queued).",
 )
 @click.option(
     "--log-interval-s",
@@ -229,7 +245,9 @@ def edge(
     handshake_timeout_s: float,
     served_log: Path | None,
     max_message_bytes: int,
+    max_request_batch: int,
     max_batch: int,
+    max_wait_ms: float,
     log_interval_s: float,
 ) -> None:
     """Run the edge agent: serve DNN tails to device agents over ZeroMQ."""
@@ -289,7 +307,7 @@ def edge(
     except (ModelError, ValueError) as exc:
         raise UsageFailure(f"--models: {exc}") from None
     try:
-        limits = Limits(max_message_bytes=max_message_bytes, max_batch=max_batch)
+        limits = Limits(max_message_bytes=max_message_bytes, max_batch=max_request_batch)
         config = ServerConfig(
             bind,
             limits,
@@ -298,6 +316,8 @@ def edge(
             log_interval_s=log_interval_s,
             access=access,
             served_log=served_log,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
         )
         server = EdgeServer(runner, config)
     except ValueError as exc:
@@ -317,12 +337,14 @@ def edge(
         for name, cuts in runner.catalog().items()
     )
     log.info(
-        "edge: serving %s on %s, device %s, %d worker%s, CURVE %s, max message %d bytes; %s",
+        "edge: serving %s on %s, device %s, %d worker%s, %s, CURVE %s, max message %d bytes; %s",
         served,
         endpoint,
         device,
         workers,
         "" if workers == 1 else "s",
+        f"batches of up to {max_batch} frames (wait {max_wait_ms:g} ms)" if max_batch > 1
+        else "no batching",
         f"on ({len(keys.clients)} client keys)" if keys else "off",
         max_message_bytes,
         access.describe(),

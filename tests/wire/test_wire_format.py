@@ -101,7 +101,7 @@ def test_docs_table_lists_every_field_at_its_offset():
         (16, 64, "model"),
         (80, 2, "cut"),
         (82, 2, "flags"),
-        (84, 4, "reserved"),
+        (84, 4, "edge_backlog_us"),
         (88, 8, "sent_ns"),
         (96, 8, "edge_queue_ns"),
         (104, 8, "edge_tail_ns"),
@@ -231,8 +231,10 @@ GOOD = encode_header(request_header())
         (_patched(GOOD, 2, "<B", 2), ErrorCode.BAD_VERSION),
         (_patched(GOOD, 3, "<B", 0), ErrorCode.BAD_TYPE),
         (_patched(GOOD, 3, "<B", 200), ErrorCode.BAD_TYPE),
-        (_patched(GOOD, 82, "<H", 1), ErrorCode.BAD_HEADER),
-        (_patched(GOOD, 84, "<I", 1), ErrorCode.BAD_HEADER),
+        (_patched(GOOD, 82, "<H", 2), ErrorCode.BAD_HEADER),  # a flag not defined
+        (_patched(GOOD, 84, "<I", 1), ErrorCode.BAD_HEADER),  # backlog without the flag
+        # FLAG_BACKLOG on a request asks for the backlog; the field itself is for replies only
+        (_patched(_patched(GOOD, 82, "<H", 1), 84, "<I", 1), ErrorCode.BAD_HEADER),
         (_patched(GOOD, 6, "<H", 3), ErrorCode.BAD_HEADER),  # count vs frame length
         (_patched(GOOD, 6, "<H", 60000), ErrorCode.TOO_LARGE),
         (_patched(GOOD, 16, "<3s", b"\xff\xfe\xfd"), ErrorCode.BAD_HEADER),
