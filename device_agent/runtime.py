@@ -40,6 +40,10 @@ Memory does not grow with the run's tensors: a frame drops its input the moment 
 (no fallback can need it then), and results are not kept (the summary needs their times only);
 what stays per frame is its few timestamps.
 
+A shared edge reports its backlog (tail work queued ahead of a new request) on every RESULT and
+BUSY reply; the agent passes the latest report to the controller as ``Observation.edge_wait_s``,
+which prices it as latency on offloaded frames (see :meth:`LiveAgent.edge_wait_s`).
+
 Radio energy is not on any rail of an emulated run, so the agent adds the network profile's
 ``P_tx(r)`` for the time it sent (documented in the summary as ``tx_energy_j``).
 """
@@ -155,6 +159,8 @@ class LiveAgent:
         self.refused: str | None = None  # why the edge will not serve this model, once it said so
         self.busy_until = -math.inf  # no offloading before then: the edge's BUSY advice
         self.busy_replies: list[tuple[float, float]] = []  # (when, advised wait s)
+        self._edge_backlog_s = 0.0  # the edge's last reported backlog, and when it came
+        self._edge_backlog_at = -math.inf
         self.n_arrived = 0
         self.n_completed = 0
         self.n_completed_twice = 0
@@ -191,7 +197,8 @@ class LiveAgent:
                     self._sleep_until(slot_start)
                     next_arrival, came = self._admit(arrivals, next_arrival, self.now())
                     self._service_network()
-                    obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps, last_arrivals)
+                    obs = Observation(t, float(len(self.queue)), self.uplink.queued_bits, self.estimator.estimate_bps,
+                                      last_arrivals, self.edge_wait_s(self.now()))
                     d = self.policy.decide(obs)
                     cut, rate, level, process = d.cut, d.rate_bps, d.level, d.process
                     if not self._offloading(self.now()):
@@ -248,7 +255,7 @@ class LiveAgent:
                         "cut": cut, "gpu_hz": self.level_hz[level], "rate_bps": rate,
                         "sent_bits": self.uplink.sent_bits - last_sent, "Qc_frames": obs.queue_frames, "Qx_bits": obs.queue_bits,
                         "energy_j": slot_energy, "tx_energy_j": tx_j, "heads_done": done, "arrivals": came,
-                        "process": process, "edge_up": self.edge_up,
+                        "process": process, "edge_up": self.edge_up, "edge_wait_s": obs.edge_wait_s,
                     })
                     last_energy, last_sent, last_read = energy, self.uplink.sent_bits, t_read
                     last_arrivals = came
@@ -270,6 +277,23 @@ class LiveAgent:
     def calibrator(self):
         """The online calibration's estimates (``controller.calibration.Calibrator``), or None."""
         return getattr(self.policy, "calibrator", None)
+
+    def edge_wait_s(self, now: float) -> float:
+        """The edge's backlog as the controller should see it now, in seconds.
+
+        The edge reported the work queued ahead of a new request when it replied; it works that
+        off at one second per second, and what other devices sent since is unknown, so the
+        report decays linearly from when it came and reaches 0 by itself when no reply has come
+        for that long. While the edge is down (or refuses this model) nothing goes there: 0.
+        """
+        if not self.edge_up:
+            return 0.0
+        return max(0.0, self._edge_backlog_s - max(0.0, now - self._edge_backlog_at))
+
+    def _note_backlog(self, reply) -> None:
+        backlog = getattr(reply, "edge_backlog_s", None)
+        if backlog is not None:
+            self._edge_backlog_s, self._edge_backlog_at = float(backlog), self.now()
 
     def _offloading(self, now: float) -> bool:
         """Whether frames may go to the edge now: it is up and its last BUSY advice has run out."""
@@ -434,6 +458,7 @@ class LiveAgent:
                         self.edge_events.append((self.now(), "edge back: splitting resumes"))
                         self.log(f"[{self.now():7.2f} s] edge answered a heartbeat: splitting resumes")
                 continue
+            self._note_backlog(reply)  # every reply tells the edge's state, whatever became of its frame
             frame = self.in_flight.pop(reply.request_id, None)
             if frame is None:
                 continue
@@ -479,6 +504,7 @@ class LiveAgent:
             self._requeue(list(also))
             return
         self.edge_up = False
+        self._edge_backlog_s = 0.0  # a report from before the outage says nothing about after it
         self.edge_events.append((self.now(), f"edge down: {why}"))
         lost = list(self.in_flight.values())
         for rid in list(self.in_flight):
