@@ -51,6 +51,7 @@ from controller.lyapunov import (
 from controller.model import SystemModel
 from controller.ops import ARRAY
 from simulation.dynamics import slot_step
+from simulation.edge import EdgeProfile, SharedEdges, apply_edge
 from simulation.simulator import SimResult, frame_times, summarize
 
 
@@ -72,6 +73,7 @@ class Lane:
     policy: LyapunovConfig | Schedule
     capacity_bps: np.ndarray
     arrival_times_s: np.ndarray
+    edge: int = -1  # the shared edge this device uses (simulate_batch's ``edge``); -1: its own
 
 
 # -- model formulas on arrays (twins of controller.model's scalar ones, tested to agree) -------
@@ -512,12 +514,16 @@ def _pair_key(cfg: LyapunovConfig) -> tuple:
     return (cfg.fixed_cut, cfg.fixed_level, cfg.dvfs if cfg.fixed_level is None else None)
 
 
-def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames: int = 1000) -> list[SimResult]:
+def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames: int = 1000,
+                   edge: EdgeProfile | None = None) -> list[SimResult]:
     """Run every lane over the same number of slots; one :class:`SimResult` per lane, in order.
 
     Equivalent to ``simulate(system, policy, lane.capacity_bps, lane.arrival_times_s,
     buffer_frames=..., time_decisions=False)`` for each lane (decision times are not measured:
-    ``decision_ns`` is 0).
+    ``decision_ns`` is 0) while no lane shares an edge. Lanes with the same ``Lane.edge >= 0``
+    are the devices of one run sharing one edge of profile ``edge`` (:mod:`simulation.edge`):
+    their tails queue and batch there, and each device's controller sees the edge's backlog
+    (``Observation.edge_wait_s``) every slot; their summaries gain ``edge``.
     """
     if not lanes:
         return []
@@ -547,6 +553,12 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         order += sched
     ordered = [lanes[i] for i in order]
     S = len(ordered)
+    edge_of = np.array([lane.edge for lane in ordered], dtype=np.int64)
+    shared = None
+    if (edge_of >= 0).any():
+        if edge is None:
+            raise ValueError("lanes share an edge (Lane.edge >= 0) but no edge profile was given")
+        shared = SharedEdges(edge, system, edge_of, n_slots)
 
     tau = system.slot_s
     horizon = n_slots * tau
@@ -632,7 +644,7 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
         lyap_mask[g.sl] = True
     minimum = np.minimum
     energy = None
-    edge_wait = None  # no shared edge: the edge is never a bottleneck
+    edge_wait = None if shared is None else shared.wait  # None: the edge is never a bottleneck
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for t in range(n_slots):
@@ -658,6 +670,8 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             )
             done = done.astype(np.int64)
             queued = queued.astype(np.int64)
+            if shared is not None:
+                shared.step(done, cut, sent)  # updates edge_wait (shared.wait) in place
 
             if energy_in_loop:
                 energy = _slot_energy(system, busy, level, r, sent, c_t, None if log2_k is None else log2_k[t])[0]
@@ -725,8 +739,18 @@ def simulate_batch(system: SystemModel, lanes: Sequence[Lane], *, buffer_frames:
             frames = frame_times(system, arrivals_sorted[j], arr_slots[j], slots)
             res = SimResult(slot_s=tau, slots=slots, frames=frames,
                             end={"queued_frames": int(queued[j]), "queued_bits": float(qx[j])})
-            res.summary = summarize(res, ordered[j].name, system.cut_names)
+            if edge_of[j] < 0:
+                res.summary = summarize(res, ordered[j].name, system.cut_names)
             results[order[j]] = res
+    if shared is not None:
+        # the devices sharing an edge: their tails' completions on it, then their summaries
+        for e in range(shared.E):
+            js = np.flatnonzero(edge_of == e).tolist()
+            group = [results[order[j]] for j in js]
+            stats = apply_edge(shared, e, js, group, system)
+            for j, res in zip(js, group):
+                res.summary = summarize(res, ordered[j].name, system.cut_names)
+                res.summary["edge"] = stats
     return results  # type: ignore[return-value]
 
 

@@ -12,6 +12,10 @@ duration_s: 300
 seed: 1
 buffer_frames: 300           # device queue size; frames beyond it are dropped (and counted)
 edge_speedup: 1.0            # divides the profile's tail times
+devices: 1                   # devices sharing one edge, each with its own camera, controller and
+                             # trace (device i: the trace shifted by i/N of the run)
+edge: null                   # the shared edge's profile (configs/edges name or a path); null: an
+                             # edge that is never a bottleneck with 1 device, agx-orin-fp32 with more
 arrivals: {process: camera, rate_fps: 10}     # camera | poisson | trace (+ path)
 trace: {path: synthetic, format: auto, column: DL_bitrate, scale: 1.0}
 controller:
@@ -72,6 +76,8 @@ class Experiment:
     seed: int = 1
     buffer_frames: int = 300
     edge_speedup: float = 1.0
+    devices: int = 1
+    edge: str | None = None
     arrivals: ArrivalSpec = field(default_factory=ArrivalSpec)
     trace: TraceSpec = field(default_factory=TraceSpec)
     controller: LyapunovConfig = field(default_factory=LyapunovConfig)
@@ -80,6 +86,15 @@ class Experiment:
     @property
     def n_slots(self) -> int:
         return max(1, int(round(self.duration_s / self.slot_s)))
+
+    @property
+    def edge_profile(self) -> str | None:
+        """The shared edge's profile, or None when the edge is never a bottleneck."""
+        if self.edge is not None:
+            return self.edge
+        from simulation.edge import DEFAULT_EDGE
+
+        return DEFAULT_EDGE if self.devices > 1 else None
 
 
 def load_experiment(path: str | os.PathLike[str]) -> Experiment:
@@ -107,6 +122,13 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
         kw["buffer_frames"] = s.integer("buffer_frames", min=1)
     if "edge_speedup" in s:
         kw["edge_speedup"] = s.number("edge_speedup", positive=True)
+    if "devices" in s:
+        kw["devices"] = s.integer("devices", min=1, max=100_000)
+    if s.raw("edge", None) is not None:
+        from simulation.edge import load_edge
+
+        kw["edge"] = _relative(s.string("edge"), base)
+        load_edge(kw["edge"])  # fail here, naming the experiment's field, not in a worker
     if "arrivals" in s:
         a = s.section("arrivals")
         a.check_keys(["process", "rate_fps", "path"])
@@ -203,7 +225,17 @@ def build_system(exp: Experiment) -> SystemModel:
         input_bytes = int(np.prod(model.input_shape))
     else:
         input_bytes = int(exp.input_bytes)
-    return SystemModel.build(board, model, network, exp.slot_s, edge_speedup=exp.edge_speedup, input_bytes=input_bytes)
+    system = SystemModel.build(board, model, network, exp.slot_s, edge_speedup=exp.edge_speedup, input_bytes=input_bytes)
+    if exp.edge_profile is not None:
+        # a shared edge: a lone request's tail takes what the edge profile says (controller and
+        # baselines plan with it; the queue and the batches come on top, in simulation.edge)
+        from simulation.edge import load_edge, tail_flops
+
+        edge = load_edge(exp.edge_profile)
+        tail = edge.batch_s(tail_flops(system), 1) * (tail_flops(system) > 0)
+        tail.setflags(write=False)
+        system = replace(system, tail_s=tail)
+    return system
 
 
 def build_scenario(exp: Experiment) -> Scenario:
@@ -221,6 +253,41 @@ def build_scenario(exp: Experiment) -> Scenario:
     caps, wrapped = trace.resample(exp.slot_s, exp.n_slots)
     arrivals = exp.arrivals.times(exp.n_slots * exp.slot_s, make_rng(exp.seed, "arrivals"))
     return Scenario(exp, system, trace, caps, wrapped, arrivals)
+
+
+def device_inputs(sc: Scenario, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(capacity, arrival times) of each of ``n`` devices of ``sc``'s experiment: device 0 is the
+    scenario itself; device i sees the trace shifted by ``i/n`` of the run (wrapped around) and
+    its own camera (a phase drawn from its own stream; a file of arrival times is shifted the same
+    way as the trace)."""
+    exp = sc.experiment
+    n_slots, horizon = exp.n_slots, exp.n_slots * exp.slot_s
+    out = [(sc.capacity_bps, sc.arrival_times_s)]
+    for i in range(1, n):
+        shift = (i * n_slots) // n
+        caps = np.roll(sc.capacity_bps, -shift)
+        if exp.arrivals.process == "trace":
+            arr = np.sort((sc.arrival_times_s - shift * exp.slot_s) % horizon)
+        else:
+            arr = exp.arrivals.times(horizon, make_rng(exp.seed, f"arrivals/device-{i}"))
+        out.append((caps, arr))
+    return out
+
+
+def run_devices(sc: Scenario) -> SimResult:
+    """The experiment's N devices on one shared edge (:mod:`simulation.edge`), in the batch
+    engine: device 0's per-slot and per-frame records, with the summary of all N
+    (:func:`simulation.edge.summarize_devices`)."""
+    from simulation.batchsim import Lane, simulate_batch
+    from simulation.edge import load_edge, summarize_devices
+
+    exp = sc.experiment
+    edge = load_edge(exp.edge_profile)
+    lanes = [Lane("cutedge", exp.controller, c, a, edge=0) for c, a in device_inputs(sc, exp.devices)]
+    results = simulate_batch(sc.system, lanes, buffer_frames=exp.buffer_frames, edge=edge)
+    first = results[0]
+    first.summary = summarize_devices(results, "cutedge", sc.system.cut_names)
+    return first
 
 
 def build_world(exp: Experiment, true_profile: str | os.PathLike[str]) -> SystemModel:
@@ -242,10 +309,17 @@ def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True, worl
     """Simulate ``policy`` (default: the Lyapunov controller of the experiment) on ``sc``; the
     world follows ``world``'s tables when given (the policy still decides from its own)."""
     exp = sc.experiment
-    if policy is None:
-        policy = LyapunovController(sc.system, exp.controller)
-    result = simulate(world or sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames,
-                      time_decisions=time_decisions)
+    if exp.edge_profile is not None:
+        if policy is not None or world is not None:
+            raise ConfigError(exp.source, "devices", "devices sharing an edge run the experiment's controller only "
+                              "(no other policy object, no --true-profile)")
+        result = run_devices(sc)
+        policy = LyapunovController(sc.system, exp.controller)  # what ran, for the summary's V
+    else:
+        if policy is None:
+            policy = LyapunovController(sc.system, exp.controller)
+        result = simulate(world or sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames,
+                          time_decisions=time_decisions)
     trace = sc.trace
     result.summary = {
         "policy": result.summary["policy"],

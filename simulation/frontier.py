@@ -287,6 +287,9 @@ def frontier_report(
     trace entry is described in docs/tradeoff.md ("Reading the frontier table"). Targets per
     trace: each compared online baseline reached, the lowest-latency ratio, the p* gap.
     """
+    from simulation.scaling import single_device
+
+    rows = [r for r in rows if single_device(r)]  # devices sharing an edge: simulation.scaling's report
     traces = []
     for trace in dict.fromkeys(r["trace"] for r in rows):
         traces.append(_trace_report(trace, [r for r in rows if r["trace"] == trace], bounds, hindsight, policy, tolerances))

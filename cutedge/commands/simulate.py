@@ -38,13 +38,17 @@ def _positive(name: str):
 @click.option("--duration", default=None, type=float, callback=_positive("--duration"), help="Simulated seconds.")
 @click.option("--fps", default=None, type=float, callback=_positive("--fps"), help="Camera frame rate.")
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed for the synthetic trace and arrivals.")
+@click.option("--devices", default=None, type=click.IntRange(min=1, max=100_000),
+              help="Devices sharing one edge, each its own camera, trace shift and controller (docs/devices.md).")
+@click.option("--edge", "edge_profile", default=None,
+              help="The shared edge's profile (configs/edges name or a path; default with >1 device: agx-orin-fp32).")
 @click.option("--out", default="runs/simulate", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip timeseries.png.")
 @click.option("--true-profile", default=None, metavar="FILE",
               help="Run the world from this model profile while the controller starts from --model's and calibrates "
                    "online (head times, powers), as the live agent does; the summary reports the calibration error.")
-def simulate(config_path, board, model, network, trace_path, trace_format, trace_column, trace_scale, V, duration, fps, seed, out, no_plot,
-             true_profile):
+def simulate(config_path, board, model, network, trace_path, trace_format, trace_column, trace_scale, V, duration, fps, seed,
+             devices, edge_profile, out, no_plot, true_profile):
     """Trace-driven simulation of the Lyapunov controller.
 
     Writes summary.json, timeseries.csv and timeseries.png to --out and prints a summary.
@@ -53,7 +57,8 @@ def simulate(config_path, board, model, network, trace_path, trace_format, trace
 
     exp = load_experiment(config_path or "default") if config_path or _has_default() else Experiment()
     changes: dict = {}
-    for key, value in (("board", board), ("model", model), ("network", network), ("duration_s", duration), ("seed", seed)):
+    for key, value in (("board", board), ("model", model), ("network", network), ("duration_s", duration), ("seed", seed),
+                       ("devices", devices)):
         if value is not None:
             changes[key] = value
     if V is not None:
@@ -72,7 +77,18 @@ def simulate(config_path, board, model, network, trace_path, trace_format, trace
     if trace_scale is not None:
         tr = replace(tr, scale=trace_scale)
     changes["trace"] = tr
+    if edge_profile is not None:
+        from controller.config import ConfigError
+        from simulation.edge import load_edge
+
+        try:
+            load_edge(edge_profile)
+        except ConfigError as exc:
+            raise UsageFailure(f"--edge: {exc}") from None
+        changes["edge"] = edge_profile
     exp = replace(exp, **changes)
+    if true_profile is not None and exp.edge_profile is not None:
+        raise UsageFailure("--true-profile runs one device on an edge that is never a bottleneck; drop --devices/--edge")
 
     scenario = build_scenario(exp)
     for note in scenario.trace.notes:
@@ -177,8 +193,15 @@ def format_summary(sm: dict) -> str:
         ("queues", f"Q_c mean {q['mean_Qc_frames']:.2f} frames (max {q['max_Qc_frames']:.0f}), Q_x mean {q['mean_Qx_bits'] / 1e6:.2f} Mbit"),
         ("split", ", ".join(f"{k} {v:.0%}" for k, v in sm["choices"]["cut_share"].items() if v > 0) or "GPU idle"),
         ("GPU clock", f"mean {sm['choices']['mean_gpu_hz'] / 1e6:.0f} MHz, busy {sm['choices']['busy_share']:.0%}"),
-        ("decision", f"median {sm['decision_us']['median']:.1f} us, p99 {sm['decision_us']['p99']:.1f} us"),
+        ("decision", f"median {_num(sm['decision_us']['median'], '.1f')} us, p99 {_num(sm['decision_us']['p99'], '.1f')} us"),
     ]
+    edge = sm.get("edge")
+    if edge:
+        rows[5:5] = [("devices", f"{sm.get('devices', 1)} sharing one edge ({edge['profile']}); per device above except "
+                                 f"frames and energy (totals); Jain's fairness {sm.get('jain_fairness', 1.0):.3f}")]
+        rows.append(("edge", f"utilisation {edge['utilisation']:.0%}, backlog mean {edge['mean_backlog_s'] * 1e3:.0f} ms "
+                             f"(max {edge['max_backlog_s'] * 1e3:.0f}), {edge['requests']} requests in {edge['batches']} "
+                             f"batches (mean {edge['mean_batch']:.1f}), {_num(edge['mean_edge_ms'], '.0f')} ms at the edge"))
     cal = sm.get("calibration")
     if cal:
         a, b = cal["error_vs_truth_start"], cal["error_vs_truth_end"]

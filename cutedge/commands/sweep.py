@@ -44,12 +44,16 @@ def _split_numbers(text: str, option: str) -> list[float]:
 @click.option("--executor", default="local", show_default=True, type=click.Choice(["local", "dask", "ray"]),
               help="local processes, or a dask / ray cluster (needs that package).")
 @click.option("--duration", default=None, type=float, help="Simulated seconds per run.")
+@click.option("--devices", default=None,
+              help="Comma-separated device counts sharing one edge, e.g. 1,4,16,64 (a unit each; docs/devices.md).")
+@click.option("--edge", "edge_profile", default=None,
+              help="The shared edge's profile (configs/edges name or a path; default with >1 device: agx-orin-fp32).")
 @click.option("--out", default="runs/sweep", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip tradeoff.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--hindsight", is_flag=True, help="Also solve the hindsight bound curve E*(L) per trace (hindsight.csv; slow).")
-def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_root, seeds, workers, executor, duration, out,
-          no_plot, quiet, hindsight=False):
+def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_root, seeds, workers, executor, duration,
+          devices, edge_profile, out, no_plot, quiet, hindsight=False):
     """Sweep V and policies over traces (parallel), with the stationary LP bound per trace.
 
     Writes sweep.csv (one row per policy x V x trace x seed), bound.csv (p* per trace and each V
@@ -63,6 +67,7 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         SweepConfig,
         SweepError,
         TraceEntry,
+        check_devices,
         check_V,
         load_sweep,
         resolve_trace_path,
@@ -98,13 +103,29 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         if not (math.isfinite(duration) and duration > 0):
             raise UsageFailure(f"--duration must be > 0, got {duration}")
         cfg = replace(cfg, experiment=replace(cfg.experiment, duration_s=duration))
+    if devices is not None:
+        try:
+            counts = [float(x) for x in _split_numbers(devices, "--devices")]
+            cfg = replace(cfg, devices=tuple(check_devices(counts, "--devices")))
+        except SweepError as exc:
+            raise UsageFailure(str(exc)) from None
+    if edge_profile is not None:
+        from controller.config import ConfigError
+        from simulation.edge import load_edge
+
+        try:
+            load_edge(edge_profile)
+        except ConfigError as exc:
+            raise UsageFailure(f"--edge: {exc}") from None
+        cfg = replace(cfg, experiment=replace(cfg.experiment, edge=edge_profile))
     n_workers = workers or os.cpu_count() or 1
     units = cfg.units()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     click.echo(
         f"sweep {cfg.name}: {len(cfg.policies)} policies, {len(cfg.V)} V values, {len(cfg.traces)} traces x "
-        f"{cfg.seeds} seeds = {len(units)} units on {n_workers} {executor} workers",
+        f"{cfg.seeds} seeds" + (f" x {len(cfg.devices)} device counts" if cfg.devices else "")
+        + f" = {len(units)} units on {n_workers} {executor} workers",
         err=True,
     )
     try:
@@ -128,7 +149,12 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         except (SweepError, ValueError) as exc:
             raise UsageFailure(f"--hindsight: {exc}") from None
     report = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight=hind_rows)
-    click.echo(format_frontier(report))
+    if report["traces"]:
+        click.echo(format_frontier(report))
+    from simulation.scaling import devices_report, format_devices, has_devices
+
+    if has_devices(result.rows):
+        click.echo(format_devices(devices_report(result.rows, cfg.options.serve_fraction)))
     files = ["sweep.csv", "bound.csv", "sweep.json"] + ([] if no_plot else ["tradeoff.png"])
     files += ["hindsight.csv"] if hind_rows is not None else []
     click.echo(f"{len(result.rows)} runs in {result.wall_s:.1f} s; wrote " + ", ".join(str(out_dir / f) for f in files))
@@ -176,6 +202,12 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
         "notes": list(dict.fromkeys(result.notes)),
         "frontier": frontier_report(result.rows, result.bounds, hindsight),
     }
+    from simulation.scaling import devices_report, has_devices
+
+    if has_devices(result.rows):
+        meta["devices"] = {"counts": sorted({int(r["devices"]) for r in result.rows}), "edge": exp.edge_profile
+                           or next((u.experiment.edge_profile for u in cfg.units()), None),
+                           "report": devices_report(result.rows, cfg.options.serve_fraction)}
     write_json(out_dir / "sweep.json", meta)
     if plot:
         from simulation.tradeoff_plots import plot_tradeoff
