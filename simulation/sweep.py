@@ -64,7 +64,8 @@ ROW_FIELDS = (
     "tx_energy_j", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "latency_ms_p99", "frames_arrived",
     "frames_completed", "frames_dropped", "frames_in_flight", "mean_Qc_frames", "mean_Qx_bits", "max_Qc_frames",
     "end_Qc_frames", "end_Qx_bits", "mean_gpu_mhz", "busy_share", "cut_shares", "choice", "trace_mean_mbps",
-    "trace_wrapped", "duration_s",
+    "trace_wrapped", "duration_s", "devices", "jain_fairness", "edge_utilisation", "edge_mean_batch",
+    "edge_mean_backlog_s", "edge_end_backlog_s",
 )
 BOUND_FIELDS = (
     "trace", "seed", "p_star_w", "p_star_j_per_frame", "p_star_mix", "arrival_fps", "policy", "V", "avg_power_w",
@@ -106,13 +107,19 @@ class SweepConfig:
     options: BaselineOptions = field(default_factory=BaselineOptions)
     tangents: int = 64
     source: str = "built-in defaults"
+    devices: tuple[int, ...] = ()  # devices per run, each a unit of its own; () = the experiment's
 
     def units(self) -> list[Unit]:
         base = self.experiment.seed
+        counts = self.devices or (self.experiment.devices,)
+        # device counts compared with each other share the same kind of edge, one device included
+        edge = self.experiment.edge_profile if max(counts) == 1 else replace(self.experiment, devices=max(counts)).edge_profile
         out = []
         for ti, tr in enumerate(self.traces):
             for k in range(self.seeds):
-                out.append(Unit(len(out), tr, ti, base + k, self.experiment, self.policies, self.V, self.options, self.tangents))
+                for n in counts:
+                    exp = replace(self.experiment, devices=n, edge=edge)
+                    out.append(Unit(len(out), tr, ti, base + k, exp, self.policies, self.V, self.options, self.tangents))
         return out
 
 
@@ -187,7 +194,8 @@ def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] 
     """Load a sweep config (a configs/experiments name or a path)."""
     p = resolve_named("experiments", str(path))
     s = load_yaml(p)
-    known = ["name", "experiment", "duration_s", "controller", "policies", "V", "seeds", "traces", "baselines", "bound"]
+    known = ["name", "experiment", "duration_s", "controller", "policies", "V", "seeds", "traces", "baselines", "bound",
+             "devices", "edge"]
     if "experiment" not in s and "policies" not in s and "V" not in s:
         raise ConfigError(p, None, "not a sweep config (expected experiment, policies, V, traces); use cutedge simulate for an experiment file")
     s.check_keys(known)
@@ -196,6 +204,15 @@ def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] 
         base = replace(base, duration_s=s.number("duration_s", positive=True))
     if "controller" in s:
         base = replace(base, controller=merge_controller(base.controller, s.section("controller")))
+    if s.raw("edge", None) is not None:
+        from simulation.edge import load_edge
+
+        base = replace(base, edge=_relative_config(s.string("edge"), p.parent))
+        load_edge(base.edge)
+    devices: tuple[int, ...] = ()
+    if "devices" in s:
+        raw = s.raw("devices")
+        devices = tuple(check_devices([raw] if isinstance(raw, int) and not isinstance(raw, bool) else raw, f"{p}: devices"))
     policies = tuple(parse_policies("all"))
     if "policies" in s:
         raw = s.raw("policies")
@@ -247,8 +264,22 @@ def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] 
         tangents = bd.integer("tangents", 64, min=2, max=10_000)
     return SweepConfig(
         name=s.string("name", p.stem), experiment=base, policies=policies, V=V, traces=traces, seeds=seeds,
-        options=options, tangents=tangents, source=str(p),
+        options=options, tangents=tangents, source=str(p), devices=devices,
     )
+
+
+def check_devices(values, source: str = "devices") -> list[int]:
+    """Device counts: whole numbers >= 1, no repeats (a list, or one number)."""
+    if not isinstance(values, (list, tuple)) or not values:
+        raise SweepError(f"{source}: expected a device count or a list of them, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v) or not 1 <= v <= 100_000:
+            raise SweepError(f"{source}: a device count must be a whole number in [1, 100000], got {v!r}")
+        out.append(int(v))
+    if len(set(out)) != len(out):
+        raise SweepError(f"{source}: repeated device count in {out}")
+    return out
 
 
 def _relative_config(value: str, base: Path) -> str:
@@ -305,6 +336,8 @@ def run_unit(unit: Unit) -> UnitResult:
         trace=TraceSpec(path=tr.path, format=tr.format, column=tr.column, scale=tr.scale),
     )
     sc = build_scenario(exp)
+    if exp.edge_profile is not None:
+        return _run_devices_unit(unit, exp, sc, t0)
     system = sc.system
     notes = [f"{tr.name}: {n}" for n in sc.trace.notes]
     if sc.wrapped:
@@ -382,10 +415,57 @@ def run_unit(unit: Unit) -> UnitResult:
     return UnitResult(unit.index, rows, bounds, notes, time.perf_counter() - t0)
 
 
+def _run_devices_unit(unit: Unit, exp: Experiment, sc, t0: float) -> UnitResult:
+    """A unit whose devices share one finite edge (``simulation.edge``): every policy (x V) is
+    one group of ``exp.devices`` lanes on its own edge, all in one batch; one aggregated row per
+    group. ``static-best`` and ``dvfs-only`` (one pair found in hindsight for one device) and the
+    LP bound (a single device's) have no multi-device form and are left out, with a note."""
+    from simulation.batchsim import Lane, Schedule, simulate_batch
+    from simulation.edge import load_edge, summarize_devices
+    from simulation.experiment import device_inputs
+
+    tr, n = unit.trace, exp.devices
+    system = sc.system
+    edge = load_edge(exp.edge_profile)
+    notes = [f"{tr.name}: {x}" for x in sc.trace.notes]
+    if sc.wrapped:
+        notes.append(f"{tr.name}: trace is {sc.trace.duration_s:.1f} s, run is {exp.n_slots * exp.slot_s:.1f} s: wrapped around")
+    skipped = [p for p in unit.policies if p in ("static-best", "dvfs-only")]
+    if skipped:
+        notes.append(f"{tr.name}, {n} devices: {', '.join(skipped)} left out (a pair found in hindsight for one device; "
+                     "no form for devices sharing an edge)")
+    inputs = device_inputs(sc, n)
+    per_slot = [np.bincount(np.minimum((a[a < exp.n_slots * exp.slot_s] // exp.slot_s).astype(np.int64), exp.n_slots - 1),
+                            minlength=exp.n_slots) for _, a in inputs]
+    lanes: list = []
+    meta: list[tuple[str, float | None]] = []
+    for name in unit.policies:
+        if name in skipped:
+            continue
+        if name in V_POLICIES:
+            for V in unit.V:
+                cfg = controller_config(name, exp.controller, V, None)
+                lanes += [Lane(name, cfg, c, a, edge=len(meta)) for c, a in inputs]
+                meta.append((name, V))
+        else:
+            for (c, a), ps in zip(inputs, per_slot):
+                cuts, levels = make_policy(name, system, options=unit.options).schedule(c, ps)
+                lanes.append(Lane(name, Schedule(name, cuts, levels), c, a, edge=len(meta)))
+            meta.append((name, None))
+    results = simulate_batch(system, lanes, buffer_frames=exp.buffer_frames, edge=edge)
+    rows = []
+    trace_mean = float(np.mean(sc.capacity_bps)) / 1e6
+    for g, (name, V) in enumerate(meta):
+        sm = summarize_devices(results[g * n:(g + 1) * n], name, system.cut_names)
+        rows.append(summary_row(sm, name, V, tr.name, unit.seed, "", trace_mean, sc.wrapped, exp.n_slots * exp.slot_s))
+    return UnitResult(unit.index, rows, [], notes, time.perf_counter() - t0)
+
+
 def summary_row(sm: dict, policy: str, V: float | None, trace: str, seed: int, choice: str, trace_mean_mbps: float,
                 wrapped: bool, duration_s: float) -> dict:
     """One sweep.csv row from a run's summary (the nested summary flattened, SI units)."""
     fr, lat, q, ch = sm["frames"], sm["latency_ms"], sm["queues"], sm["choices"]
+    edge = sm.get("edge")
     shares = " ".join(f"{k}:{v:.2f}" for k, v in ch["cut_share"].items() if v > 0.005)
     return {
         "policy": policy, "V": V, "trace": trace, "seed": seed,
@@ -397,7 +477,11 @@ def summary_row(sm: dict, policy: str, V: float | None, trace: str, seed: int, c
         "mean_Qx_bits": q["mean_Qx_bits"], "max_Qc_frames": q["max_Qc_frames"], "end_Qc_frames": q["end_Qc_frames"],
         "end_Qx_bits": q["end_Qx_bits"], "mean_gpu_mhz": ch["mean_gpu_hz"] / 1e6, "busy_share": ch["busy_share"],
         "cut_shares": shares, "choice": choice, "trace_mean_mbps": trace_mean_mbps, "trace_wrapped": bool(wrapped),
-        "duration_s": duration_s,
+        "duration_s": duration_s, "devices": sm.get("devices", 1), "jain_fairness": sm.get("jain_fairness", 1.0),
+        "edge_utilisation": edge["utilisation"] if edge else None,
+        "edge_mean_batch": edge["mean_batch"] if edge else None,
+        "edge_mean_backlog_s": edge["mean_backlog_s"] if edge else None,
+        "edge_end_backlog_s": edge["end_backlog_s"] if edge else None,
     }
 
 
