@@ -4,9 +4,11 @@ Drawn from the rows of ``sweep.csv`` and ``bound.csv`` only (``cutedge plot DIR`
 without re-running). One panel per trace shows energy per frame against mean latency: each V
 policy is a curve over V (the controller in black), each baseline a point, the LP bound p* a
 dashed line; runs that drop frames or fall behind the camera are hollow and left off the curves
-(their latency only counts the frames that got through). The bottom row shows, averaged over
+(their latency only counts the frames that got through). The next row shows, averaged over
 traces, energy per frame and mean latency against V (log axis) and throughput against V with the
-fixed baselines as horizontal lines.
+fixed baselines as horizontal lines. A sweep over device counts (``devices``) adds a last row:
+mean latency, energy per frame and edge utilisation against the number N of devices sharing the
+edge, each policy a line (the controller one per V); the trace panels then show the smallest N.
 """
 
 from __future__ import annotations
@@ -98,6 +100,13 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
     plt = _pyplot()
     from matplotlib.lines import Line2D
 
+    from simulation.scaling import single_device
+
+    multi = [r for r in rows if not single_device(r)]
+    rows = [r for r in rows if single_device(r)]
+    if not rows and multi:
+        n_min = min(int(float(r["devices"])) for r in multi)
+        rows = [r for r in multi if int(float(r["devices"])) == n_min]
     data = _mean_over_seeds(rows)
     traces = list(dict.fromkeys(r["trace"] for r in rows))
     p_star = _p_star(bounds)
@@ -107,8 +116,9 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
 
     ncols = min(3, max(1, len(traces)))
     nrows_top = math.ceil(len(traces) / ncols)
-    fig = plt.figure(figsize=(5.3 * max(ncols, 3), 4.3 * (nrows_top + 1) + 1.2), constrained_layout=True)
-    gs = fig.add_gridspec(nrows_top + 1, max(ncols, 3))
+    extra = 1 if multi else 0
+    fig = plt.figure(figsize=(5.3 * max(ncols, 3), 4.3 * (nrows_top + 1 + extra) + 1.2), constrained_layout=True)
+    gs = fig.add_gridspec(nrows_top + 1 + extra, max(ncols, 3))
 
     # -- energy per frame vs mean latency, one panel per trace ---------------------------------
     for i, trace in enumerate(traces):
@@ -223,6 +233,8 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
     lo, hi = axT.get_ylim()
     axT.set_ylim(max(0.0, lo), hi * 1.05)
 
+    if multi:
+        _devices_row(fig, gs, nrows_top + 1, multi)
     for ax in fig.axes:
         _plain_log_ticks(ax)
     handles = [Line2D([], [], color=V_STYLE[p]["color"], lw=V_STYLE[p]["lw"], ls=V_STYLE[p]["ls"],
@@ -239,6 +251,55 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
         fig.suptitle(title, fontsize=12)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _devices_row(fig, gs, row: int, rows: list[dict]) -> None:
+    """Latency, energy per frame and edge utilisation against the device count N (means over
+    traces and seeds); the controller one line per V (darker: larger V), the others one each."""
+    groups: dict[tuple[str, float | None], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        V = None if r.get("V") in (None, "") else float(r["V"])
+        groups[(r["policy"], V)][int(float(r["devices"]))].append(r)
+    axes = [fig.add_subplot(gs[row, i]) for i in range(3)]
+    keys = ("latency_ms_mean", "energy_per_frame_j", "edge_utilisation")
+    cut_Vs = sorted(V for p, V in groups if p == "cutedge" and V is not None)
+    for (policy, V), by_n in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0.0)):
+        if policy in V_STYLE and policy != "cutedge":
+            continue  # the ablations: the controller's lines carry the story here
+        ns = sorted(by_n)
+        if policy == "cutedge":
+            shade = 0.15 + 0.7 * (1.0 - (cut_Vs.index(V) / max(1, len(cut_Vs) - 1)))
+            kw = dict(color=str(round(shade * 0.8, 3)), lw=2.0, marker="o", ms=4, label=f"CutEdge V = {V:g}")
+        else:
+            st = POINT_STYLE.get(policy, dict(color="0.5", marker="x", label=policy))
+            kw = dict(color=st["color"], lw=1.3, ls="--", marker=st["marker"], ms=5, label=st["label"])
+        for ax, key in zip(axes, keys):
+            y = [_nanmean([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in by_n[n]]) for n in ns]
+            unstable = [not all(_stable(r) for r in by_n[n]) for n in ns]
+            ax.plot(ns, y, **kw)
+            bad = [(n, v) for n, v, u in zip(ns, y, unstable) if u and math.isfinite(v)]
+            if bad:
+                ax.scatter(*zip(*bad), facecolors="none", edgecolors=kw["color"], s=70, lw=1.2, zorder=4)
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("devices sharing the edge (N, log scale)")
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("mean latency (ms, log), mean over traces")
+    axes[0].set_title("Latency against N (ringed: the edge's backlog grows)", fontsize=10)
+    axes[1].set_ylabel("device energy per frame (J)")
+    axes[1].set_title("Energy per frame against N", fontsize=10)
+    axes[2].set_ylabel("edge utilisation")
+    axes[2].set_ylim(0.0, 1.05)
+    axes[2].axhline(1.0, color="0.5", lw=1.0, ls=":")
+    axes[2].set_title("Edge utilisation against N", fontsize=10)
+    axes[2].legend(fontsize=7, loc="upper left", frameon=False)
+
+
+def _stable(row: dict) -> bool:
+    from simulation.scaling import stable
+
+    return stable(row)
 
 
 def _label_V(ax, pts: list[dict]) -> None:
