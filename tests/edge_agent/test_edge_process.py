@@ -447,3 +447,7 @@ def test_edge_on_cuda_serves_the_same_results(part):
     finally:
         rc = proc.stop()
     assert rc == 0
+
+
+def test_the_start_line_names_the_batching(edge):
+    edge.wait_for(r"edge: serving .* batches of up to 16 frames \(wait 2 ms\)", timeout_s=10)
