@@ -504,7 +504,12 @@ def run_sweep(
     executor: str = "local",
     on_done: Callable[[int], None] | None = None,
 ) -> SweepOutput:
-    """Run every unit of ``cfg``; ``on_done(k)`` after each finished unit (progress)."""
+    """Run every unit of ``cfg`` on ``executor`` (:mod:`simulation.executors`); ``on_done(1)``
+    in this process after each finished unit (progress). A failed unit raises
+    :class:`simulation.executors.UnitError` (a :class:`SweepError` naming the unit), after the
+    executor has shut down what it started."""
+    from simulation.executors import run_units
+
     if executor not in EXECUTORS:
         raise SweepError(f"unknown executor {executor!r} (known: {', '.join(EXECUTORS)})")
     if workers < 1:
@@ -518,21 +523,7 @@ def run_sweep(
         if on_done is not None:
             on_done(1)
 
-    if executor == "local":
-        if workers == 1 or len(units) == 1:
-            for u in units:
-                finish(run_unit(u))
-        else:
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(max_workers=min(workers, len(units))) as pool:
-                futures = [pool.submit(run_unit, u) for u in units]
-                for f in as_completed(futures):
-                    finish(f.result())
-    elif executor == "dask":
-        _run_dask(units, workers, finish)
-    else:
-        _run_ray(units, workers, finish)
+    run_units(units, executor, workers, finish)
     ordered = [done[i] for i in range(len(units))]
     return SweepOutput(
         rows=[row for r in ordered for row in r.rows],
@@ -541,45 +532,6 @@ def run_sweep(
         wall_s=time.perf_counter() - t0,
         unit_s=[r.seconds for r in ordered],
     )
-
-
-def _run_dask(units: list[Unit], workers: int, finish) -> None:
-    """On a dask cluster: ``$DASK_SCHEDULER_ADDRESS`` if set, else a local cluster of ``workers``."""
-    try:
-        from dask.distributed import Client, LocalCluster, as_completed
-    except ImportError:
-        raise SweepError("--executor dask needs dask.distributed: pip install 'cutedge[dask]' (or 'dask[distributed]')") from None
-    address = os.environ.get("DASK_SCHEDULER_ADDRESS")
-    cluster = None if address else LocalCluster(n_workers=workers, threads_per_worker=1, processes=True)
-    client = Client(address or cluster)
-    try:
-        for f in as_completed(client.map(run_unit, units, pure=False)):
-            finish(f.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
-
-
-def _run_ray(units: list[Unit], workers: int, finish) -> None:
-    """On a ray cluster: ``$RAY_ADDRESS`` if set, else a local one with ``workers`` CPUs."""
-    try:
-        import ray
-    except ImportError:
-        raise SweepError("--executor ray needs ray: pip install 'cutedge[ray]' (or 'ray')") from None
-    started = not ray.is_initialized()
-    if started:
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address, **({} if address else {"num_cpus": workers}), include_dashboard=False, log_to_driver=False)
-    try:
-        remote = ray.remote(run_unit)
-        pending = [remote.remote(u) for u in units]
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            finish(ray.get(ready[0]))
-    finally:
-        if started:
-            ray.shutdown()
 
 
 # -- files -----------------------------------------------------------------------------------
