@@ -112,3 +112,56 @@ def test_cuda_runner_matches_the_cpu_one(runner):
             torch.testing.assert_close(
                 got[0], runner.run(MODEL, cut, sent)[0], rtol=1e-3, atol=1e-4
             )
+
+
+def test_run_batch_equals_run_per_request(runner):
+    part = runner.partitions[MODEL]
+    with torch.inference_mode():
+        batch = [list(part.head(3)(part.example_input(batch=b, seed=b))) for b in (1, 2, 1)]
+        batch[1] = [t.half() for t in batch[1]]  # travelled as float16: cast before stacking
+        got = runner.run_batch(MODEL, 3, batch)
+        assert [len(g) for g in got] == [1, 1, 1]
+        for inputs, out in zip(batch, got):
+            assert out[0].shape[0] == inputs[0].shape[0] and out[0].is_contiguous()
+            torch.testing.assert_close(out[0], runner.run(MODEL, 3, inputs)[0], rtol=1e-4, atol=1e-5)
+
+
+def test_run_batch_refuses_outputs_it_cannot_split():
+    spec = (TensorSpec("x", (1, 4), "float32"),)
+
+    class Sum(nn.Module):
+        def forward(self, x):
+            return x.sum()
+
+    r = CachedTailRunner({"m": (spec, None)}, lambda m, c: Sum())
+    with pytest.raises(ValueError, match="cannot split"):
+        r.run_batch("m", 0, [[torch.ones(1, 4)], [torch.ones(1, 4)]])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_run_batch_uses_a_stream_per_thread_and_matches_the_cpu(runner):
+    gpu = SplitTailRunner(
+        [ModelRequest(MODEL, INPUT_SHAPE)], device="cuda", announce=lambda line: None
+    )
+    part = runner.partitions[MODEL]
+    with torch.inference_mode():
+        batch = [list(part.head(3)(part.example_input(batch=b, seed=10 + b))) for b in (1, 3, 2)]
+    results, streams = {}, {}
+
+    def work(name):
+        results[name] = [gpu.run_batch(MODEL, 3, batch) for _ in range(3)][-1]
+        streams[name] = gpu._local.stream
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert streams["a"] is not streams["b"]
+    for name in ("a", "b"):
+        for inputs, out in zip(batch, results[name]):
+            assert out[0].device.type == "cpu" and out[0].is_pinned()
+            torch.testing.assert_close(
+                out[0], runner.run(MODEL, 3, inputs)[0], rtol=1e-3, atol=1e-4
+            )
