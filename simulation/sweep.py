@@ -58,6 +58,8 @@ DEFAULT_TRACES = (
     ("synthetic:wifi", "Wi-Fi (synthetic)"),
 )
 EXECUTORS = ("local", "dask", "ray")
+DEVICE_BATCH_LANES = 1024
+"""Lanes per batch-engine call in a many-devices unit (whole groups; bounds the records' memory)."""
 
 ROW_FIELDS = (
     "policy", "V", "trace", "seed", "throughput_fps", "energy_per_frame_j", "avg_power_w", "energy_j",
@@ -452,7 +454,12 @@ def _run_devices_unit(unit: Unit, exp: Experiment, sc, t0: float) -> UnitResult:
                 cuts, levels = make_policy(name, system, options=unit.options).schedule(c, ps)
                 lanes.append(Lane(name, Schedule(name, cuts, levels), c, a, edge=len(meta)))
             meta.append((name, None))
-    results = simulate_batch(system, lanes, buffer_frames=exp.buffer_frames, edge=edge)
+    # groups in batches of about DEVICE_BATCH_LANES lanes (memory: ~80 bytes per lane-slot)
+    results: list = []
+    per_call = max(1, DEVICE_BATCH_LANES // n)
+    for g0 in range(0, len(meta), per_call):
+        chunk = [replace(lane, edge=lane.edge - g0) for lane in lanes[g0 * n:(g0 + per_call) * n]]
+        results += simulate_batch(system, chunk, buffer_frames=exp.buffer_frames, edge=edge)
     rows = []
     trace_mean = float(np.mean(sc.capacity_bps)) / 1e6
     for g, (name, V) in enumerate(meta):
