@@ -115,10 +115,14 @@ class ServerConfig:
     served_log: Path | None = None
     max_batch: int = 8
     max_wait_ms: float = 2.0
+    target_utilisation: float = 0.9
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
+        u = self.target_utilisation
+        if isinstance(u, bool) or not isinstance(u, (int, float)) or not (0.0 < u <= 1.0):
+            raise ValueError(f"target_utilisation must be a number in (0, 1], got {u!r}")
         if isinstance(self.max_batch, bool) or not isinstance(self.max_batch, int) or not (
             1 <= self.max_batch <= MAX_BATCH
         ):
@@ -211,8 +215,16 @@ class _FairQueue:
     is looked at, so each device's requests still start in the order it sent them.
     """
 
-    def __init__(self, max_jobs: int, max_bytes: int, workers: int):
+    def __init__(self, max_jobs: int, max_bytes: int, workers: int, target_utilisation: float = 1.0,
+                 clock=time.monotonic):
         self.max_jobs, self.max_bytes, self.workers = max_jobs, max_bytes, workers
+        # the backlog of a virtual server at target_utilisation of the workers' speed: the tail
+        # work done is added to it, and it drains at rho*workers seconds per second (the rule of
+        # simulation.edge: the backlog reported rises as soon as the load passes rho)
+        self.rho = float(target_utilisation)
+        self._clock = clock
+        self._virtual_s = 0.0
+        self._virtual_at = clock()
         self._cv = threading.Condition()
         self._waiting: dict[bytes, deque[_Job]] = {}
         self._ring: deque[bytes] = deque()  # devices with jobs waiting, in turn order
@@ -327,15 +339,24 @@ class _FairQueue:
             if tail_s is not None and jobs:
                 per_job = tail_s / len(jobs)
                 self._tail_s = per_job if self._tail_s is None else self._tail_s + 0.3 * (per_job - self._tail_s)
+                self._virtual_s = self._virtual_now() + tail_s
+
+    def _virtual_now(self) -> float:
+        """The virtual server's backlog now (drained since the last look); under the lock."""
+        now = self._clock()
+        self._virtual_s = max(0.0, self._virtual_s - self.rho * self.workers * (now - self._virtual_at))
+        self._virtual_at = now
+        return self._virtual_s
 
     def backlog_s(self) -> float:
         """Seconds of tail work queued ahead of a request arriving now: the jobs waiting times
         the recent mean tail time per job (batching included), over the workers. What the
         running tails still have to do is left out (unknown; at most one batch per worker)."""
         with self._cv:
+            virtual = self._virtual_now() / (self.rho * self.workers)
             if not self.queued:
-                return 0.0
-            return self.queued * self._per_job_s() / self.workers
+                return virtual
+            return max(self.queued * self._per_job_s() / self.workers, virtual)
 
     def close(self) -> None:
         """Workers finish what waits, then ``take`` returns None."""
@@ -383,7 +404,7 @@ class EdgeServer:
         self.context = context or zmq.Context()
         self.stats = _Stats()
         self.queue_bytes = config.queue_bytes or 4 * self.limits.max_message_bytes
-        self._jobs = _FairQueue(config.max_queued, self.queue_bytes, config.workers)
+        self._jobs = _FairQueue(config.max_queued, self.queue_bytes, config.workers, config.target_utilisation)
         self._served_log: _ServedLog | None = None
         self._stop = threading.Event()
         self._stop_reason = ""

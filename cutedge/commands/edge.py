@@ -223,6 +223,14 @@ def _positive_int(lo: int, hi: int):
     "running what it has (0: never waits, batches only what is already queued).",
 )
 @click.option(
+    "--target-utilisation",
+    default=0.9,
+    show_default=True,
+    type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+    help="The load the reported backlog defends: past it the edge reports the backlog of a server "
+    "this much slower, so the devices' controllers back off before a real queue forms (1: real queue only).",
+)
+@click.option(
     "--log-interval-s",
     default=60.0,
     show_default=True,
@@ -248,6 +256,7 @@ def edge(
     max_request_batch: int,
     max_batch: int,
     max_wait_ms: float,
+    target_utilisation: float,
     log_interval_s: float,
 ) -> None:
     """Run the edge agent: serve DNN tails to device agents over ZeroMQ."""
@@ -318,6 +327,7 @@ def edge(
             served_log=served_log,
             max_batch=max_batch,
             max_wait_ms=max_wait_ms,
+            target_utilisation=target_utilisation,
         )
         server = EdgeServer(runner, config)
     except ValueError as exc:

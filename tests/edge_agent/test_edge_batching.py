@@ -276,6 +276,26 @@ def test_backlog_is_waiting_jobs_times_mean_tail_time_per_job_over_workers():
     assert q.backlog_s() == pytest.approx(6 * 0.02 / 2)
 
 
+def test_backlog_rises_once_the_load_passes_the_target_utilisation():
+    """The virtual server at rho of the workers' speed (simulation.edge's rule): below rho its
+    backlog drains between batches, above it it grows, and the edge reports it."""
+    now = [0.0]
+    q = _FairQueue(max_jobs=100, max_bytes=10**6, workers=1, target_utilisation=0.8, clock=lambda: now[0])
+    for _ in range(10):  # 50 ms of work every 100 ms: load 0.5, below rho
+        q.offer(b"a", _job(b"a"))
+        q.done_batch(q.take_batch(1, 0), 0.05)
+        now[0] += 0.1
+    assert q.backlog_s() == 0.0
+    for _ in range(10):  # 95 ms of work every 100 ms: load 0.95, above rho = 0.8
+        q.offer(b"a", _job(b"a"))
+        q.done_batch(q.take_batch(1, 0), 0.095)
+        now[0] += 0.1
+    # 10 slots of (0.095 - 0.8 * 0.1) = 15 ms of excess work each, over rho
+    assert q.backlog_s() == pytest.approx(10 * 0.015 / 0.8, rel=1e-6)
+    with pytest.raises(ValueError, match="target_utilisation"):
+        ServerConfig("tcp://127.0.0.1:0", target_utilisation=0.0)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
