@@ -102,6 +102,12 @@ class Uplink:
     def push(self, msg: Message) -> None:
         self.queue.append(msg)
 
+    def push_front(self, msg: Message) -> None:
+        """Queue ``msg`` ahead of every message not yet started (a message partly sent keeps the
+        link until its last bit has left: a radio does not interleave them)."""
+        at = 1 if self.queue and self.queue[0].started_s is not None else 0
+        self.queue.insert(at, msg)
+
     def set_rate(self, rate_bps: float, now_s: float) -> None:
         """Change the pacing rate from ``now_s`` on (bits up to now move at the old rate; messages
         that leave meanwhile are handed out by the next :meth:`advance`)."""

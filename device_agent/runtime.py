@@ -13,6 +13,12 @@ collects results from the edge agent. Frames are never lost:
   heartbeat ping every ``heartbeat_s`` detects the edge's return, after which splitting resumes.
   A busy edge that keeps answering other requests is not silent;
 * a late reply for a frame already re-run locally is dropped by the client (no duplicates);
+  a late RESULT is counted (``frames.late_results``);
+* with several edges (``client`` a list: :mod:`device_agent.edges`), each request goes to the
+  live edge with the least expected wait, and an edge is taken as down on its own, as above:
+  what it had in flight goes back to the front of the uplink, unpaced, to be sent to another
+  edge that is up (``frames.failed_over``), it is pinged until it answers, and only when no edge
+  is up do frames fall back to the device, as with one edge;
 * a BUSY reply (the edge's queue, or this device's share of it, is full) runs that frame on the
   device and keeps new frames on the device for as long as the reply advises (its retry-after),
   after which splitting resumes;
@@ -66,6 +72,7 @@ from controller.model import SystemModel
 from controller.policy import Observation, Outcome
 from controller.profiles import ModelProfile, load_board, load_network
 from device_agent.clock import ClockBackend, RestoreGuard
+from device_agent.edges import EdgeEndpoint, pick
 from device_agent.link import BandwidthEstimator, CapacityCurve, Message, Uplink
 from wire.format import ErrorCode
 
@@ -88,6 +95,8 @@ class Frame:
     request_id: int = 0
     bits: float = 0.0
     fallback: bool = False  # sent to the edge once, now re-run on the device
+    edge: int = -1          # the edge (its index among those given) that returned the result
+    wire: tuple | None = None  # (cut index, tensors) while at an edge: what is sent again on failover
 
 
 @dataclass
@@ -120,7 +129,10 @@ class LiveAgent:
         self.cfg = cfg
         self.part = partition
         self.backend = backend
-        self.client = client
+        clients = [] if client is None else list(client) if isinstance(client, (list, tuple)) else [client]
+        self.edges = [EdgeEndpoint(i, c) for i, c in enumerate(clients)]  # in the order given: ties go to the first
+        self.client = clients[0] if clients else None  # the first edge's (the only one's, usually)
+        self._poller = None  # on every edge's socket, built when first needed
         self.log = log
         board = load_board(cfg.board)
         self.profile = profile
@@ -144,23 +156,15 @@ class LiveAgent:
         self.dev = torch.device(cfg.device)  # where heads run; the partition must be there already
         self.frames: list[Frame] = []
         self.queue: deque[Frame] = deque()
-        self.in_flight: dict[int, Frame] = {}
-        self.edge_up = client is not None
         self.edge_events: list[tuple[float, str]] = []
         self.rows: list[dict] = []
         self.verify: list[float] = []
-        self._last_ping = -math.inf
-        self._pings: deque[int] = deque()  # heartbeats not yet answered (a slow edge answers late)
-        self._last_heard_s = -math.inf
         self._errors_seen: set[str] = set()
         self._last_sample_s = 0.0
         self.probes = 0
         self.edge_errors = 0
-        self.refused: str | None = None  # why the edge will not serve this model, once it said so
-        self.busy_until = -math.inf  # no offloading before then: the edge's BUSY advice
         self.busy_replies: list[tuple[float, float]] = []  # (when, advised wait s)
-        self._edge_backlog_s = 0.0  # the edge's last reported backlog, and when it came
-        self._edge_backlog_at = -math.inf
+        self.n_failed_over = 0  # frames an edge had when it went down, sent again to another edge
         self.n_arrived = 0
         self.n_completed = 0
         self.n_completed_twice = 0
@@ -261,7 +265,7 @@ class LiveAgent:
                     last_arrivals = came
                     t += 1
                     # every frame is queued, on the uplink, at the edge or done
-                    finished = next_arrival >= n_target and not (self.queue or self.uplink.busy or self.in_flight)
+                    finished = next_arrival >= n_target and not (self.queue or self.uplink.busy or self._at_edges())
                     if finished:
                         break
                     if next_arrival >= n_target and self.now() > deadline_all:
@@ -278,6 +282,11 @@ class LiveAgent:
         """The online calibration's estimates (``controller.calibration.Calibrator``), or None."""
         return getattr(self.policy, "calibrator", None)
 
+    @property
+    def edge_up(self) -> bool:
+        """Whether some edge is up (frames may be split)."""
+        return any(ep.up for ep in self.edges)
+
     def edge_wait_s(self, now: float) -> float:
         """The edge's backlog as the controller should see it now, in seconds.
 
@@ -285,19 +294,15 @@ class LiveAgent:
         off at one second per second, and what other devices sent since is unknown, so the
         report decays linearly from when it came and reaches 0 by itself when no reply has come
         for that long. While the edge is down (or refuses this model) nothing goes there: 0.
+        With several edges this is the report of the edge a request sent now would go to
+        (:func:`device_agent.edges.pick`: the least expected wait).
         """
-        if not self.edge_up:
-            return 0.0
-        return max(0.0, self._edge_backlog_s - max(0.0, now - self._edge_backlog_at))
-
-    def _note_backlog(self, reply) -> None:
-        backlog = getattr(reply, "edge_backlog_s", None)
-        if backlog is not None:
-            self._edge_backlog_s, self._edge_backlog_at = float(backlog), self.now()
+        ep = pick(self.edges, now, self._prior_tail_s)
+        return 0.0 if ep is None else ep.reported_wait_s(now)
 
     def _offloading(self, now: float) -> bool:
-        """Whether frames may go to the edge now: it is up and its last BUSY advice has run out."""
-        return self.edge_up and now >= self.busy_until
+        """Whether frames may go to an edge now: one is up and its last BUSY advice has run out."""
+        return any(ep.eligible(now) for ep in self.edges)
 
     def _note_drift(self) -> None:
         """Log the calibration's drift events (each once) as they come."""
@@ -361,7 +366,7 @@ class LiveAgent:
             return
         frame.result_s = when_s
         frame.path = path
-        frame.x = None
+        frame.x = frame.wire = None
         self.n_completed += 1
 
     def _push(self, frame: Frame, cut_index: int, outs, unpaced: bool = False) -> None:
@@ -373,7 +378,7 @@ class LiveAgent:
         """Send the oldest queued frame at cut 0, unpaced, when the link has not been measured
         for ``probe_every_s``: the estimate then follows the link even while nothing is offloaded."""
         now = self.now()
-        if not self._offloading(now) or self.in_flight or now - self._last_sample_s < self.cfg.probe_every_s:
+        if not self._offloading(now) or self._at_edges() or now - self._last_sample_s < self.cfg.probe_every_s:
             return
         if self.uplink.queue:
             # a message is already waiting (the controller may hold a small bit queue at rate 0
@@ -409,140 +414,231 @@ class LiveAgent:
                     if not paced:
                         self._last_sample_s = now
             frame.sent_s = t_dep
-            if not self.edge_up:
-                self._requeue([frame])
-                continue
-            try:
-                rid = self.client.submit(self.cfg.model, cut_index, tensors, timeout_s=0.05)
-            except Exception as exc:  # EdgeTimeout: no connection
-                self._edge_down(f"cannot send: {exc}", also=[frame])
-                continue
-            frame.request_id = rid
-            self.in_flight[rid] = frame
-        if self.client is None:
+            self._send(frame, cut_index, tensors)
+        if not self.edges:
             return
         self._collect(wait_s)
         now = self.now()
-        if self.edge_up and self.in_flight:
-            oldest = min(f.sent_s for f in self.in_flight.values())
-            if now - max(oldest, self._last_heard_s) > self.cfg.edge_timeout_s:
-                self._edge_down(f"no reply within {self.cfg.edge_timeout_s:g} s")
-        if not self.edge_up and self.refused is None and now - self._last_ping >= self.cfg.heartbeat_s:
-            self._last_ping = now
-            if len(self._pings) >= 16:
-                self.client.forget(self._pings.popleft())
-            try:
-                self._pings.append(self.client.submit_ping(timeout_s=0.01))
-            except Exception:  # EdgeTimeout: still no connection
-                pass
+        for ep in self.edges:
+            if ep.up and ep.in_flight:
+                oldest = min(f.sent_s for f in ep.in_flight.values())
+                if now - max(oldest, ep.last_heard_s) > self.cfg.edge_timeout_s:
+                    self._edge_down(f"no reply within {self.cfg.edge_timeout_s:g} s", ep=ep)
+            if not ep.up and ep.refused is None and now - ep.last_ping_s >= self.cfg.heartbeat_s:
+                ep.last_ping_s = now
+                if len(ep.pings) >= 16:
+                    ep.client.forget(ep.pings.popleft())
+                try:
+                    ep.pings.append(ep.client.submit_ping(timeout_s=0.01))
+                except Exception:  # EdgeTimeout: still no connection
+                    pass
+
+    def _prior_tail_s(self, frame: Frame) -> float:
+        """The profile's edge time of a frame's tail: an edge's tail time before it reported one."""
+        return float(self.system.tail_s[frame.cut]) if 0 <= frame.cut < len(self.system.tail_s) else 0.0
+
+    def _send(self, frame: Frame, cut_index: int, tensors: list) -> None:
+        """Hand a message that left the uplink to the edge with the least expected wait (or, with
+        no edge up, put its frame back in the device's queue)."""
+        ep = pick(self.edges, self.now(), self._prior_tail_s)
+        if ep is None:
+            self._requeue([frame])
+            return
+        frame.wire = (cut_index, tensors)  # kept until the result is in: another edge may need it
+        try:
+            rid = ep.client.submit(self.cfg.model, cut_index, tensors, timeout_s=0.05)
+        except Exception as exc:  # EdgeTimeout: no connection
+            self._edge_down(f"cannot send: {exc}", also=[frame], ep=ep)
+            return
+        frame.request_id = rid
+        ep.in_flight[rid] = frame
+        ep.sent += 1
 
     def _collect(self, wait_s: float) -> None:
-        from wire.format import MsgType
+        """Take every reply that has come, from every edge; if none had, wait up to ``wait_s``
+        for one (on all the edges' sockets at once) and take what came."""
+        if self._drain_replies() or wait_s <= 0.0:
+            return
+        if self._poller is None:
+            import zmq
+
+            self._poller = zmq.Poller()
+            for ep in self.edges:
+                self._poller.register(ep.client.socket, zmq.POLLIN)
+        if self._poller.poll(int(wait_s * 1000)):
+            self._drain_replies()
+
+    def _drain_replies(self) -> int:
         from wire.transport import EdgeTimeout
 
-        timeout = wait_s
-        while True:
-            try:
-                reply = self.client.receive(timeout)
-            except EdgeTimeout:
-                return
-            timeout = 0.0
-            self._last_heard_s = self.now()
-            if reply.kind is MsgType.PONG:
-                if reply.request_id in self._pings:
-                    for rid in self._pings:
-                        self.client.forget(rid)
-                    self._pings.clear()
-                    if not self.edge_up:
-                        self.edge_up = True
-                        self.edge_events.append((self.now(), "edge back: splitting resumes"))
-                        self.log(f"[{self.now():7.2f} s] edge answered a heartbeat: splitting resumes")
-                continue
-            self._note_backlog(reply)  # every reply tells the edge's state, whatever became of its frame
-            frame = self.in_flight.pop(reply.request_id, None)
-            if frame is None:
-                continue
-            if not reply.ok:
-                self.edge_errors += 1
-                code = reply.error_code
-                if code in _REFUSALS:  # the edge does not serve this model/input: no use retrying
-                    self._edge_refuses(reply.error_reason, frame)
-                    continue
-                if code == ErrorCode.SHUTTING_DOWN:
-                    self._edge_down("the edge is shutting down", also=[frame])
-                    continue
-                if code == ErrorCode.BUSY:  # run it here; offload again once the advised wait is over
-                    now = self.now()
-                    wait = max(reply.retry_after_s, self.cfg.slot_s / 10)
-                    if not self.busy_replies:
-                        self.log(f"[{now:7.2f} s] edge busy: {reply.error_reason}; frames stay on the device "
-                                 f"for {wait * 1e3:.0f} ms (and after each later BUSY reply, as advised)")
-                    self.busy_replies.append((now, wait))
-                    self.busy_until = max(self.busy_until, now + wait)
-                    self.uplink.set_rate(0.0, now)  # hold what waits on the uplink too
-                    self._run_locally(frame)
-                    continue
-                if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
-                    self._errors_seen.add(reply.error_reason)
-                    self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
-                self._run_locally(frame)
-                continue
-            x = frame.x  # kept for the check below; the frame itself lets go of it now
-            self._complete(frame, "edge", self.now())
-            if self.uplink.capacity is None:  # a real network: the transfer time is in the round trip
-                net_s = reply.rtt_s - reply.edge_queue_s - reply.edge_tail_s
-                if net_s > 1e-4:
-                    self.estimator.add(frame.bits, net_s, False)
-                    self._last_sample_s = frame.result_s
-            if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
-                full = self._head(self.local, x)
-                full = full[0] if isinstance(full, (tuple, list)) else full
-                self.verify.append(float((full - reply.tensors[0]).abs().max()))
+        n = 0
+        for ep in self.edges:
+            while True:
+                try:
+                    reply = ep.client.receive(0.0)
+                except EdgeTimeout:
+                    break
+                n += 1
+                self._on_reply(ep, reply)
+        return n
 
-    def _edge_down(self, why: str, also: list[Frame] = ()) -> None:
-        if not self.edge_up:
-            self._requeue(list(also))
+    def _on_reply(self, ep: EdgeEndpoint, reply) -> None:
+        from wire.format import MsgType
+
+        now = self.now()
+        ep.last_heard_s = now
+        if reply.kind is MsgType.PONG:
+            if reply.request_id in ep.pings:
+                for rid in ep.pings:
+                    ep.client.forget(rid)
+                ep.pings.clear()
+                if not ep.up:
+                    others = any(e.up for e in self.edges)
+                    ep.up = True
+                    what = "it gets frames again" if others else "splitting resumes"
+                    self.edge_events.append((now, f"edge back: {what}", ep.endpoint))
+                    self.log(f"[{now:7.2f} s] {self._name(ep)} answered a heartbeat: {what}")
             return
-        self.edge_up = False
-        self._edge_backlog_s = 0.0  # a report from before the outage says nothing about after it
-        self.edge_events.append((self.now(), f"edge down: {why}"))
-        lost = list(self.in_flight.values())
-        for rid in list(self.in_flight):
-            self.client.forget(rid)
-        self.in_flight.clear()
+        ep.note_backlog(reply.edge_backlog_s, now)  # every reply tells the edge's state, whatever became of its frame
+        frame = ep.in_flight.pop(reply.request_id, None)
+        if frame is None:
+            return
+        if not reply.ok:
+            self.edge_errors += 1
+            code = reply.error_code
+            if code in _REFUSALS:  # the edge does not serve this model/input: no use retrying
+                self._edge_refuses(reply.error_reason, frame, ep)
+                return
+            if code == ErrorCode.SHUTTING_DOWN:
+                self._edge_down("the edge is shutting down", also=[frame], ep=ep)
+                return
+            if code == ErrorCode.BUSY:  # run it here; offload there again once the advised wait is over
+                wait = max(reply.retry_after_s, self.cfg.slot_s / 10)
+                if not self.busy_replies:
+                    self.log(f"[{now:7.2f} s] {self._name(ep)} busy: {reply.error_reason}; frames stay "
+                             f"{'on the device' if len(self.edges) == 1 else 'off it'} for {wait * 1e3:.0f} ms "
+                             "(and after each later BUSY reply, as advised)")
+                self.busy_replies.append((now, wait))
+                ep.busy_until_s = max(ep.busy_until_s, now + wait)
+                if not self._offloading(now):
+                    self.uplink.set_rate(0.0, now)  # hold what waits on the uplink too
+                self._run_locally(frame)
+                return
+            if reply.error_reason not in self._errors_seen:  # once per reason, not per frame
+                self._errors_seen.add(reply.error_reason)
+                self.log(f"edge error for frame {frame.fid}: {reply.error_reason}; running such frames locally")
+            self._run_locally(frame)
+            return
+        x = frame.x  # kept for the check below; the frame itself lets go of it now
+        frame.edge = ep.index
+        self._complete(frame, "edge", now)
+        ep.note_tail(reply.edge_tail_s)
+        if self.uplink.capacity is None:  # a real network: the transfer time is in the round trip
+            net_s = reply.rtt_s - reply.edge_queue_s - reply.edge_tail_s
+            if net_s > 1e-4:
+                self.estimator.add(frame.bits, net_s, False)
+                self._last_sample_s = frame.result_s
+        if self.cfg.verify_every and frame.fid % self.cfg.verify_every == 0:
+            full = self._head(self.local, x)
+            full = full[0] if isinstance(full, (tuple, list)) else full
+            self.verify.append(float((full - reply.tensors[0]).abs().max()))
+
+    def _name(self, ep: EdgeEndpoint) -> str:
+        """How log lines name an edge: "edge" when there is one, "edge ENDPOINT" among several."""
+        return "edge" if len(self.edges) == 1 else f"edge {ep.endpoint}"
+
+    def _edge_down(self, why: str, also: list[Frame] = (), ep: EdgeEndpoint | None = None) -> None:
+        """Take ``ep`` (default: the first edge) as down. What it had in flight, and ``also``
+        (frames that were on their way to it), goes to another edge that is up, sent again, or,
+        with none up, back to the device's queue with everything waiting on the uplink."""
+        ep = self.edges[0] if ep is None else ep
+        if not ep.up:
+            self._redistribute(list(also))
+            return
+        ep.went_down()
+        now = self.now()
+        self.edge_events.append((now, f"edge down: {why}", ep.endpoint))
+        lost = list(ep.in_flight.values())
+        for rid in list(ep.in_flight):
+            ep.client.forget(rid)  # a result that still comes is dropped (and counted) by the client
+        ep.in_flight.clear()
+        if any(e.up for e in self.edges):
+            self.log(f"[{now:7.2f} s] {self._name(ep)} down ({why}): {len(lost) + len(also)} frame(s) it had "
+                     "are sent to the other edges")
+            self._resend(lost + list(also), ep)
+            return
         waiting = [m.payload[0] for m in self.uplink.drain()] + list(also)
-        self.log(f"[{self.now():7.2f} s] edge down ({why}): {len(lost)} sent and {len(waiting)} "
+        gone = "" if len(self.edges) == 1 else "no edge left: "
+        self.log(f"[{now:7.2f} s] {self._name(ep)} down ({why}): {gone}{len(lost)} sent and {len(waiting)} "
                  "unsent frames go back to the device's queue")
         self._requeue(lost + waiting)
-        self._last_ping = -math.inf
 
-    def _edge_refuses(self, reason: str, frame: Frame) -> None:
-        """The edge answered that it cannot run this model or input (not served, other cuts or
-        shapes): every frame runs on the device from now on, and no heartbeat brings it back."""
-        if self.refused is None:
-            self.refused = reason
-            self.log(f"[{self.now():7.2f} s] the edge refuses {self.cfg.model}: {reason}; everything runs "
-                     "on the device for the rest of the run (start the edge with this model and input shape)")
-            self._edge_down(f"refuses {self.cfg.model}: {reason}", also=[frame])
+    def _redistribute(self, frames: list[Frame]) -> None:
+        """Frames an edge will not answer: sent again to another edge if one is up, else run here."""
+        if any(e.up for e in self.edges):
+            self._resend(frames, None)
         else:
-            self._requeue([frame])
+            self._requeue(frames)
+
+    def _resend(self, frames: list[Frame], source: EdgeEndpoint | None) -> None:
+        """Put frames whose head already ran back at the front of the uplink, unpaced (they were
+        sent once; they leave as fast as the link allows); the edge is picked when each leaves."""
+        local = [f for f in frames if f.wire is None]  # never expected: such a frame runs here
+        if local:
+            self._requeue(local)
+        now = self.now()
+        for frame in sorted((f for f in frames if f.wire is not None), key=lambda f: f.fid, reverse=True):
+            cut_index, tensors = frame.wire
+            frame.request_id, frame.sent_s = 0, math.nan
+            self.uplink.push_front(Message(frame.bits, (frame, cut_index, tensors), now, unpaced=True))
+            self.n_failed_over += 1
+            if source is not None:
+                source.failed_over += 1
+
+    def _edge_refuses(self, reason: str, frame: Frame, ep: EdgeEndpoint | None = None) -> None:
+        """The edge answered that it cannot run this model or input (not served, other cuts or
+        shapes): it gets no frame from now on (with one edge, every frame runs on the device),
+        and no heartbeat brings it back."""
+        ep = self.edges[0] if ep is None else ep
+        if ep.refused is None:
+            ep.refused = reason
+            if len(self.edges) == 1:
+                self.log(f"[{self.now():7.2f} s] the edge refuses {self.cfg.model}: {reason}; everything runs "
+                         "on the device for the rest of the run (start the edge with this model and input shape)")
+            else:
+                self.log(f"[{self.now():7.2f} s] {self._name(ep)} refuses {self.cfg.model}: {reason}; it gets no "
+                         "frame for the rest of the run (start it with this model and input shape)")
+            self._edge_down(f"refuses {self.cfg.model}: {reason}", also=[frame], ep=ep)
+        else:
+            self._redistribute([frame])
+
+    @property
+    def refused(self) -> str | None:
+        """Why the (first) edge refused this model, once it said so."""
+        return self.edges[0].refused if self.edges else None
 
     def _requeue(self, frames: list[Frame]) -> None:
         """Put frames the edge will not answer back at the front of the queue, oldest first."""
         for frame in sorted(frames, key=lambda f: f.fid, reverse=True):
             frame.fallback = True
-            frame.cut, frame.request_id = -1, 0
+            frame.cut, frame.request_id, frame.wire = -1, 0, None
             frame.head_start_s = frame.head_done_s = frame.sent_s = math.nan
             self.queue.appendleft(frame)
 
+    def _at_edges(self) -> int:
+        """Frames sent to an edge whose result has not come."""
+        return sum(len(ep.in_flight) for ep in self.edges)
+
     def _fallback_all(self) -> None:
         """Drain timeout: every frame not completed yet runs on the device."""
-        for frame in list(self.in_flight.values()) + [m.payload[0] for m in self.uplink.drain()] + list(self.queue):
+        at_edges = [f for ep in self.edges for f in ep.in_flight.values()]
+        for frame in at_edges + [m.payload[0] for m in self.uplink.drain()] + list(self.queue):
             if not math.isfinite(frame.result_s):
                 self._run_locally(frame)
-        for rid in list(self.in_flight):
-            self.client.forget(rid)
-        self.in_flight.clear()
+        for ep in self.edges:
+            for rid in list(ep.in_flight):
+                ep.client.forget(rid)
+            ep.in_flight.clear()
         self.queue.clear()
 
     def _tx_energy(self, rate: float, bits: float) -> float:
@@ -581,7 +677,8 @@ class LiveAgent:
             },
             "decision_us": {"median": math.nan, "p99": math.nan},
             "calibration": self._calibration_summary(),
-            "edge_events": [{"time_s": t, "event": e} for t, e in self.edge_events],
+            "edge_events": [{"time_s": t, "event": e, "endpoint": ep} for t, e, ep in self.edge_events],
+            "edges": self.edge_counts(done),
             "probes": self.probes,
             "edge_errors": self.edge_errors,
             "bandwidth_estimate_bps": self.estimator.estimate_bps,
@@ -607,7 +704,7 @@ class LiveAgent:
             "queued": len(self.queue),
             "running": int(self._running is not None and not math.isfinite(self._running.result_s)),
             "uplink": self.uplink.messages,
-            "at_edge": len(self.in_flight),
+            "at_edge": self._at_edges(),
         }
         in_flight = sum(left.values())
         # no path of the agent gives a frame up (an edge that fails it has it run here), so a
@@ -623,11 +720,24 @@ class LiveAgent:
             "local": sum(f.path in ("local", "fallback") for f in done),
             "fallback": sum(f.path == "fallback" for f in done),
             "busy_replies": len(self.busy_replies),
+            "failed_over": self.n_failed_over,
+            "late_results": sum(getattr(ep.client, "late_results", 0) for ep in self.edges),
         }
+
+    def edge_counts(self, done: list[Frame]) -> list[dict]:
+        """Per edge, in the order given: requests sent there, results taken from it, the frames
+        it had when it went down that were sent to another edge, its outages, results that came
+        from it for frames given up there (dropped), and why it refused this model, if it did."""
+        return [{
+            "endpoint": ep.endpoint, "sent": ep.sent,
+            "offloaded": sum(f.path == "edge" and f.edge == ep.index for f in done),
+            "failed_over": ep.failed_over, "downs": ep.downs,
+            "late_results": getattr(ep.client, "late_results", 0), "refused": ep.refused,
+        } for ep in self.edges]
 
     def write_frames_csv(self, path: Path) -> None:
         cols = ["fid", "arrival_s", "head_start_s", "head_done_s", "sent_s", "result_s", "latency_ms", "cut", "cut_name", "path",
-                "request_id"]
+                "request_id", "edge"]
         with open(path, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(cols)
@@ -635,7 +745,8 @@ class LiveAgent:
                 lat = (f.result_s - f.arrival_s) * 1e3 if math.isfinite(f.result_s) else math.nan
                 name = self.system.cut_names[f.cut] if f.cut >= 0 else ""
                 w.writerow([f.fid, *(f"{v:.6f}" for v in (f.arrival_s, f.head_start_s, f.head_done_s, f.sent_s, f.result_s)),
-                            f"{lat:.3f}", f.cut, name, f.path, f.request_id if f.path == "edge" else ""])
+                            f"{lat:.3f}", f.cut, name, f.path, f.request_id if f.path == "edge" else "",
+                            self.edges[f.edge].endpoint if f.path == "edge" else ""])
 
     def slot_arrays(self) -> dict[str, np.ndarray]:
         keys = self.rows[0].keys() if self.rows else []

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
     import torch
 
 
+#: how many given-up request ids a client remembers, to count results that come for them late
+_FORGOTTEN_KEPT = 4096
+
 _ENDPOINT = re.compile(r"^tcp://(\*|\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):(\*|[0-9]{1,5})$")
 
 
@@ -279,7 +282,8 @@ class EdgeClient:
     """A DEALER connection to one edge agent.
 
     Replies are matched to requests by id; a reply for a request the caller gave up on
-    (``forget``, or a timeout in ``infer``/``ping``) is dropped when it arrives. Result tensors
+    (``forget``, or a timeout in ``infer``/``ping``) is dropped when it arrives (a RESULT among
+    them is counted in ``late_results``: work the edge did that nobody took). Result tensors
     are zero-copy views of the received frames: they stay valid as long as they are referenced.
 
     ``ask_backlog``: requests set ``FLAG_BACKLOG``, so replies carry the edge's backlog
@@ -320,6 +324,10 @@ class EdgeClient:
         self._ready: dict[int, Reply] = {}
         self._rcvtimeo_ms = -1
         self.dropped_replies = 0  # stale or malformed replies thrown away
+        # requests given up with ``forget`` (the newest few thousand), so a RESULT that comes
+        # for one anyway is told apart from garbage: counted in ``late_results``, then dropped
+        self._forgotten: dict[int, None] = {}
+        self.late_results = 0
 
     # -- lifecycle --
     def close(self) -> None:
@@ -365,8 +373,12 @@ class EdgeClient:
         return self._send(ping_frames(rid, sent), rid, sent, timeout_s)
 
     def forget(self, request_id: int) -> None:
-        """Give up on a request: its reply, if it ever comes, is dropped."""
-        self._pending.pop(request_id, None)
+        """Give up on a request: its reply, if it ever comes, is dropped (a RESULT is counted
+        in ``late_results``)."""
+        if self._pending.pop(request_id, None) is not None:
+            self._forgotten[request_id] = None
+            if len(self._forgotten) > _FORGOTTEN_KEPT:
+                del self._forgotten[next(iter(self._forgotten))]
         self._ready.pop(request_id, None)
 
     @property
@@ -394,6 +406,10 @@ class EdgeClient:
         pending = self._pending.pop(h.request_id, None)
         if pending is None or h.msg_type not in (MsgType.RESULT, MsgType.ERROR, MsgType.PONG):
             self.dropped_replies += 1
+            if pending is None and h.request_id in self._forgotten:
+                del self._forgotten[h.request_id]
+                if h.msg_type is MsgType.RESULT:
+                    self.late_results += 1
             return
         rtt_s = (now - pending[0]) / 1e9
         backlog_s = h.edge_backlog_us / 1e6 if h.flags & FLAG_BACKLOG else None

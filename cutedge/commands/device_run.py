@@ -11,8 +11,30 @@ from cutedge.cli import UsageFailure
 from cutedge.jsonout import write_json
 
 
+def check_edges(endpoints) -> list[str]:
+    """The ``--edge`` values, checked: each ``tcp://HOST:PORT``, none given twice. ValueError
+    with one line naming the bad value otherwise."""
+    from wire.transport import check_endpoint
+
+    seen: list[str] = []
+    for value in endpoints:
+        try:
+            check_endpoint(value, bind=False)
+        except ValueError as exc:
+            raise ValueError(f"--edge {exc}") from None
+        if value in seen:
+            raise ValueError(f"--edge {value!r} given twice")
+        seen.append(value)
+    if not seen:
+        raise ValueError("--edge: give at least one edge endpoint")
+    return seen
+
+
 @click.command("run")
-@click.option("--edge", "edge_endpoint", required=True, help="Edge agent endpoint, e.g. tcp://10.0.0.2:5555.")
+@click.option("--edge", "edge_endpoint", required=True, multiple=True,
+              help="Edge agent endpoint, e.g. tcp://10.0.0.2:5555. Repeat it for several edges: each request "
+                   "goes to the live one with the least expected wait (its reported backlog, drained, plus this "
+                   "device's requests in flight there); one that dies is failed over (docs/wire-format.md).")
 @click.option("--model", default="resnet50", show_default=True, help="torchvision name or package.module:factory (the edge must serve it).")
 @click.option("--input-shape", default="3,224,224", show_default=True, help="C,H,W of one frame.")
 @click.option("--weights", default=None, help="state_dict file (the edge must load the same); default: seeded random weights.")
@@ -34,7 +56,7 @@ from cutedge.jsonout import write_json
 @click.option("--slot", "slot_s", default=0.1, show_default=True, type=click.FloatRange(min=0.005, max=10.0), help="Slot length in seconds.")
 @click.option("--edge-timeout", default=2.0, show_default=True, type=click.FloatRange(min=0.05), help="Seconds without a reply before the edge is taken as down.")
 @click.option("--verify-every", default=0, show_default=True, type=click.IntRange(min=0), help="Check every N-th edge result against the full model on the device.")
-@click.option("--curve-server-key", default=None, help="The edge's public key file (turns CURVE on).")
+@click.option("--curve-server-key", default=None, help="The edge's public key file (turns CURVE on); with several --edge, every edge's (they share one key pair).")
 @click.option("--curve-client-secret", default=None, help="This device's secret key file (with --curve-server-key).")
 @click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0))
 @click.option("--out", default="runs/device", show_default=True, help="Output folder.")
@@ -45,8 +67,9 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
         calibrate):
     """Run the device agent: heads here, tails on the edge, clock and rate by the controller.
 
-    Writes summary.json (the keys of `cutedge simulate` plus frames.offloaded and frames.local),
-    frames.csv (one row per frame) and timeseries.png to --out. The GPU clock is restored on every
+    Writes summary.json (the keys of `cutedge simulate` plus frames.offloaded and frames.local,
+    frames.failed_over, and per edge its counts under edges), frames.csv (one row per frame) and
+    timeseries.png to --out. The GPU clock is restored on every
     exit path.
     """
     from controller.calibration import CalibrationConfig
@@ -61,12 +84,12 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     from simulation.experiment import Experiment
     from simulation.plots import plot_timeseries
     from simulation.traces import load_trace
-    from wire.transport import EdgeClient, check_endpoint
+    from wire.transport import EdgeClient
 
     try:
-        check_endpoint(edge_endpoint, bind=False)
+        endpoints = check_edges(edge_endpoint)
     except ValueError as exc:
-        raise UsageFailure(f"--edge {exc}") from None
+        raise UsageFailure(str(exc)) from None
     if frames is not None and duration is not None:
         raise UsageFailure("give --frames or --duration, not both")
     if (curve_server_key is None) != (curve_client_secret is None):
@@ -126,10 +149,11 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
                      frames=frames if frames is not None else (None if duration else 300), duration_s=duration,
                      controller=ctl, edge_timeout_s=edge_timeout, verify_every=verify_every, seed=seed, device=torch_device,
                      calibration=CalibrationConfig() if calibrate else None)
-    client = EdgeClient(edge_endpoint, curve=keys)
+    # one connection per edge, all with the same CURVE keys (one server key for every edge)
+    clients = [EdgeClient(endpoint, curve=keys) for endpoint in endpoints]
     try:
         try:
-            agent = LiveAgent(cfg, part, model_profile, be, client, link=curve, source=src, log=lambda m: click.echo(m, err=True))
+            agent = LiveAgent(cfg, part, model_profile, be, clients, link=curve, source=src, log=lambda m: click.echo(m, err=True))
         except ValueError as exc:  # a --profile measured for other cuts than this partition's
             raise UsageFailure(f"--profile {profile_path}: {exc}") from None
         if trace is not None:
@@ -148,7 +172,8 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     except BackendError as exc:
         raise UsageFailure(str(exc)) from None
     finally:
-        client.close()
+        for client in clients:
+            client.close()
         be.close()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,6 +189,9 @@ def run(edge_endpoint, model, input_shape, weights, backend, board, sysfs_root, 
     lat = summary["latency_ms"]
     click.echo(f"frames: {f['arrived']} arrived, {f['completed']} completed ({f['offloaded']} via the edge, "
                f"{f['local']} on the device, {f['fallback']} of them fallback), {f['in_flight']} not completed")
+    if len(endpoints) > 1:
+        click.echo("edges: " + ", ".join(f"{e['endpoint']} {e['offloaded']} frames" for e in summary["edges"])
+                   + f"; {f['failed_over']} failed over to another edge, {f['late_results']} late results dropped")
     click.echo(f"throughput {summary['throughput_fps']:.2f} fps, latency mean {lat['mean']:.0f} ms p95 {lat['p95']:.0f} ms, "
                f"energy {summary['energy_per_frame_j']:.3f} J/frame")
     if summary["backend"]["restored"]:

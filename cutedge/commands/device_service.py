@@ -89,8 +89,7 @@ def render_unit(
 
 def _check_run_args(run_args: list[str]) -> None:
     """Parse the arguments as `device run` would, so a typo fails here, not at boot."""
-    from cutedge.commands.device_run import run
-    from wire.transport import check_endpoint
+    from cutedge.commands.device_run import check_edges, run
 
     try:
         ctx = run.make_context("cutedge device run", list(run_args))
@@ -101,9 +100,9 @@ def _check_run_args(run_args: list[str]) -> None:
     except click.ClickException as exc:
         raise UsageFailure(f"device run arguments: {exc.format_message()}") from None
     try:
-        check_endpoint(ctx.params["edge_endpoint"], bind=False)
+        check_edges(ctx.params["edge_endpoint"])
     except ValueError as exc:
-        raise UsageFailure(f"device run arguments: --edge {exc}") from None
+        raise UsageFailure(f"device run arguments: {exc}") from None
 
 
 @click.command("service", context_settings={"ignore_unknown_options": True})

@@ -86,12 +86,12 @@ def test_the_reported_backlog_reaches_the_controllers_observation(edge):
 def test_the_backlog_drains_at_one_second_per_second_and_is_0_while_the_edge_is_down(edge):
     agent = _agent(edge)
     try:
-        agent._edge_backlog_s, agent._edge_backlog_at = 1.0, 50.0
+        agent.edges[0].backlog_s, agent.edges[0].backlog_at_s = 1.0, 50.0
         assert agent.edge_wait_s(50.0) == 1.0
         assert agent.edge_wait_s(50.4) == pytest.approx(0.6)
         assert agent.edge_wait_s(52.0) == 0.0  # no reply for longer than the backlog: nothing left
         agent._edge_down("test")
-        agent._edge_backlog_at = 50.0
+        agent.edges[0].backlog_at_s = 50.0
         assert agent.edge_wait_s(50.0) == 0.0
     finally:
         agent.client.close()
