@@ -93,7 +93,7 @@ class LyapunovConfig:
     fixed_level: int | None = None
     multipliers: bool = True
     multiplier_gain: float = 0.08
-    multiplier_window_slots: float = 30.0
+    multiplier_window_slots: float = 15.0
     latency_weight_per_s: float | None = None
     arrival_ewma: float = 0.1
     arrival_phase: bool = True

@@ -30,7 +30,7 @@ controller:
   virtual_queues: true
   multipliers: true          # offset the queue weights by the learnt prices of a frame and a bit
   multiplier_gain: 0.08      # the bit price's dual step, per frame-equivalent of imbalance
-  multiplier_window_slots: 30   # decisions use the bit price averaged over this many slots
+  multiplier_window_slots: 15   # decisions use the bit price averaged over this many slots
   latency_weight_per_s: null # omega, frames/s: weight of a frame-second of latency (null: 1/slot_s)
   arrival_ewma: 0.1          # weight of the last slot in the arrival-rate and arrival-phase estimates
   arrival_phase: true        # count an arriving frame for the head time its own slot gives it
