@@ -3,11 +3,16 @@
 Every bad argument (endpoint, model, key file, size) is refused with one ``error:`` line before
 the server binds. Once serving, the process logs one line per ``--log-interval-s`` and stops
 cleanly (exit 0, final line) on SIGINT or SIGTERM.
+
+``--pool ray`` keeps this process as the ZeroMQ front (same endpoint, checks, fair queue,
+batching, replies) and runs the tails on ``--pool-workers`` Ray Serve replicas
+(``edge_agent.pool``); whatever the pool started is shut down on every exit this process sees.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -144,7 +149,34 @@ def _positive_int(lo: int, hi: int):
     help="Where the tails run.",
 )
 @click.option(
-    "--workers", default=1, show_default=True, type=_positive_int(1, 64), help="Tail threads."
+    "--workers",
+    default=None,
+    type=_positive_int(1, 64),
+    help="Tail threads (default 1; with --pool, 2 per pool worker: each waits on one replica "
+    "call, two keep a replica fed while the other's result travels).",
+)
+@click.option(
+    "--pool",
+    "pool",
+    default=None,
+    type=click.Choice(["ray"]),
+    help="Run the tails on a pool of workers on this serving engine (Ray Serve) behind this "
+    "endpoint; default: in this process. Joins the cluster at $RAY_ADDRESS, else starts a "
+    "local Ray instance.",
+)
+@click.option(
+    "--pool-workers",
+    default=2,
+    show_default=True,
+    type=_positive_int(1, 1024),
+    help="Replicas in the pool (each a process holding every model's tails, one CPU each).",
+)
+@click.option(
+    "--pool-attempts",
+    default=3,
+    show_default=True,
+    type=_positive_int(1, 100),
+    help="Tries per tail call when a pool worker dies or does not answer; then TAIL_FAILED.",
 )
 @click.option(
     "--curve-secret",
@@ -244,7 +276,10 @@ def edge(
     weights: tuple[str, ...],
     seed: int,
     device: str,
-    workers: int,
+    workers: int | None,
+    pool: str | None,
+    pool_workers: int,
+    pool_attempts: int,
     curve_secret: Path | None,
     curve_clients: Path | None,
     allow: tuple[str, ...],
@@ -267,10 +302,7 @@ def edge(
 
     from dnn_split.models import ModelError, parse_input_shape
     from edge_agent.runner import ModelRequest, SplitTailRunner
-    from edge_agent.server import EdgeServer, ServerConfig
     from wire.curve import KeyFileError, ServerKeys
-    from wire.format import Limits
-    from wire.transport import is_loopback
 
     try:
         default_shape = parse_input_shape(input_shape)
@@ -287,7 +319,9 @@ def edge(
                 f"--weights {item!r}: {name} is not among --models ({', '.join(by_name)})"
             )
         by_name[name] = ModelRequest(name, by_name[name].input_shape, path)
-    if device == "cuda" and not torch.cuda.is_available():
+    if workers is None:
+        workers = 2 * pool_workers if pool else 1
+    if device == "cuda" and not torch.cuda.is_available() and not (pool and os.environ.get("RAY_ADDRESS")):
         raise UsageFailure(
             "--device cuda: no CUDA GPU is visible to torch (torch.cuda.is_available() is False)"
         )
@@ -303,7 +337,7 @@ def edge(
             raise UsageFailure(str(exc)) from None
 
     log = _setup_logging()
-    if device == "cpu" and workers > 1:
+    if device == "cpu" and workers > 1 and pool is None:
         # one tail per worker thread at a time: split the cores instead of oversubscribing them
         torch.set_num_threads(max(1, torch.get_num_threads() // workers))
     try:
@@ -315,6 +349,53 @@ def edge(
         )
     except (ModelError, ValueError) as exc:
         raise UsageFailure(f"--models: {exc}") from None
+    if pool is not None:
+        # the front keeps only the catalog (what it validates requests against); the replicas
+        # build the same partitions, and the pool checks that theirs match
+        runner = _start_pool(log, list(by_name.values()), runner.catalog(), device, seed,
+                             pool_workers, pool_attempts)
+    try:
+        _serve(log, runner, bind, limits_args=(max_message_bytes, max_request_batch), workers=workers,
+               keys=keys, log_interval_s=log_interval_s, access=access, served_log=served_log,
+               max_batch=max_batch, max_wait_ms=max_wait_ms, target_utilisation=target_utilisation,
+               device=device, pool=pool)
+    finally:
+        close = getattr(runner, "close", None)
+        if close is not None:
+            close()
+            log.info("edge: pool shut down")
+
+
+def _start_pool(log: logging.Logger, models: list, catalog, device: str, seed: int, workers: int,
+                attempts: int):
+    """The pool runner, started with SIGINT/SIGTERM leaving at once (what was started is shut
+    down on the way out); one ``error:`` line if it cannot start."""
+    from edge_agent.pool import PoolConfig, PoolError, start_ray_pool
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGINT, leave)
+    signal.signal(signal.SIGTERM, leave)
+    log.info("edge: starting a pool of %d workers on Ray Serve (%s)", workers,
+             f"cluster {os.environ['RAY_ADDRESS']}" if os.environ.get("RAY_ADDRESS") else "local Ray instance")
+    try:
+        runner = start_ray_pool(models, catalog, device=device, seed=seed,
+                                config=PoolConfig(workers=workers, attempts=attempts))
+    except PoolError as exc:
+        raise UsageFailure(f"--pool ray: {exc}") from None
+    log.info("edge: pool up: %s", runner.description)
+    return runner
+
+
+def _serve(log: logging.Logger, runner, bind: str, *, limits_args: tuple[int, int], workers: int, keys,
+           log_interval_s: float, access, served_log: Path | None, max_batch: int, max_wait_ms: float,
+           target_utilisation: float, device: str, pool: str | None) -> None:
+    from edge_agent.server import EdgeServer, ServerConfig
+    from wire.format import Limits
+    from wire.transport import is_loopback
+
+    max_message_bytes, max_request_batch = limits_args
     try:
         limits = Limits(max_message_bytes=max_message_bytes, max_batch=max_request_batch)
         config = ServerConfig(
@@ -347,10 +428,11 @@ def edge(
         for name, cuts in runner.catalog().items()
     )
     log.info(
-        "edge: serving %s on %s, device %s, %d worker%s, %s, CURVE %s, max message %d bytes; %s",
+        "edge: serving %s on %s, device %s%s, %d worker%s, %s, CURVE %s, max message %d bytes; %s",
         served,
         endpoint,
         device,
+        f" (pool: {runner.description})" if pool else "",
         workers,
         "" if workers == 1 else "s",
         f"batches of up to {max_batch} frames (wait {max_wait_ms:g} ms)" if max_batch > 1
