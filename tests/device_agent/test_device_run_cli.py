@@ -56,6 +56,10 @@ BASE = ("--edge", "tcp://127.0.0.1:9", "--backend", "simulated", "--board", "jet
         (("--edge", "foo"), "error: --edge 'foo': expected tcp://HOST:PORT"),
         (("--edge", "tcp://*:5555"), "error: --edge 'tcp://*:5555': expected tcp://HOST:PORT"),
         (("--edge", "tcp://10.0.0.2:70000"), "port 70000 outside 1..65535"),
+        # several edges: each is checked, and the error names the bad one
+        (("--edge", "tcp://127.0.0.1:9"), "error: --edge 'tcp://127.0.0.1:9' given twice"),
+        (("--edge", "tcp://127.0.0.1:10", "--edge", "tcp://127.0.0.1:0"),
+         "error: --edge 'tcp://127.0.0.1:0': port 0 outside 1..65535"),
     ],
 )
 def test_bad_input_is_one_error_line(capsys, args, message):

@@ -102,6 +102,14 @@ def test_stdout_by_default_and_sudo_user(monkeypatch, capsys):
     assert unit["Service"]["User"] == ["jetson"]
 
 
+def test_a_unit_for_several_edges_passes_each_one(monkeypatch, capsys):
+    monkeypatch.setenv("SUDO_USER", "jetson")
+    argv = [*RUN_ARGS, "--edge", "tcp://10.0.0.3:5555"]
+    assert main(["device", "service", "--", *argv]) == 0
+    start = words(parse_unit(capsys.readouterr().out)["Service"]["ExecStart"][0])
+    assert start[5:] == argv
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -111,6 +119,14 @@ def test_stdout_by_default_and_sudo_user(monkeypatch, capsys):
             ["--", "--edge", "10.0.0.2"],
             "error: device run arguments: --edge '10.0.0.2': expected "
             "tcp://HOST:PORT (e.g. tcp://10.0.0.2:5555)",
+        ),
+        (
+            ["--", "--edge", "tcp://h:1", "--edge", "h:2"],
+            "error: device run arguments: --edge 'h:2': expected tcp://HOST:PORT",
+        ),
+        (
+            ["--", "--edge", "tcp://h:1", "--edge", "tcp://h:1"],
+            "error: device run arguments: --edge 'tcp://h:1' given twice",
         ),
         (
             ["--", "--edge", "tcp://h:1", "--fps", "0"],
