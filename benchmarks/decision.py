@@ -3,6 +3,10 @@
 Prints and writes benchmarks/results/decision.json with ``median_us`` and ``p99_us`` for the
 controller's ``decide`` and, measured in the same run on the same states, the same figures for a
 plain numpy version written here (every pair evaluated with fresh temporaries each slot).
+``observed_*``: the controller fed an outcome after every decision (``observe``, untimed), and
+``calibrated_*``: the same with online calibration on (``controller.calibration``: every outcome
+folded into the estimates, the tables refolded every 10 slots, untimed, between decisions), so
+the decision is timed with what runs between two of them on a live agent.
 
     python benchmarks/decision.py [--slots 20000] [--out benchmarks/results/decision.json]
 """
@@ -19,9 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.calibration import CalibratingController
 from controller.lyapunov import LyapunovConfig, LyapunovController
 from controller.model import SystemModel
-from controller.policy import Observation
+from controller.policy import Observation, Outcome
 from controller.profiles import Cut, ModelProfile, load_board, load_network
 
 
@@ -61,6 +66,29 @@ def measure(fn, states) -> np.ndarray:
     return out / 1e3
 
 
+def measure_with_outcomes(policy, system: SystemModel, states, seed: int = 2) -> np.ndarray:
+    """``decide`` timed, then an outcome of the decision fed to ``observe`` (untimed): heads at
+    the decided pair with 10 % noise on its head time, the board's powers, the bits at half the
+    capacity."""
+    rng = np.random.default_rng(seed)
+    noise = rng.uniform(0.9, 1.1, len(states))
+    out = np.empty(len(states))
+    clock = time.perf_counter_ns
+    tau = system.slot_s
+    policy.reset()
+    for i, s in enumerate(states):
+        t0 = clock()
+        d = policy.decide(s)
+        out[i] = clock() - t0
+        T = float(system.head_s[d.cut, d.level]) * noise[i]
+        n = int(min(s.queue_frames + 1, tau / T)) if (d.process and T > 0) else 0
+        busy = n * T
+        e = busy * float(system.busy_w[d.level]) + (tau - busy) * float(system.idle_w[d.level])
+        sent = min(d.rate_bps * tau, s.queue_bits + n * float(system.bits[d.cut]))
+        policy.observe(Outcome(e, n, sent, d.cut, d.level, T if n else float("nan"), busy, e, tau))
+    return out / 1e3
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--slots", type=int, default=20000)
@@ -88,6 +116,8 @@ def main() -> None:
     unit = float(system.bits[0])
     fast = measure(ctl.decide, states)
     plain = measure(lambda s: plain_decide(system, 50.0, s, unit), states)
+    observed = measure_with_outcomes(LyapunovController(system, LyapunovConfig(V=50.0)), system, states)
+    calibrated = measure_with_outcomes(CalibratingController(LyapunovController(system, LyapunovConfig(V=50.0))), system, states)
     result = {
         "pairs": f"{system.n_cuts} cuts x {system.n_levels} levels",
         "slots": args.slots,
@@ -95,6 +125,10 @@ def main() -> None:
         "p99_us": round(float(np.percentile(fast, 99)), 2),
         "plain_numpy_median_us": round(float(np.median(plain)), 2),
         "plain_numpy_p99_us": round(float(np.percentile(plain, 99)), 2),
+        "observed_median_us": round(float(np.median(observed)), 2),
+        "observed_p99_us": round(float(np.percentile(observed, 99)), 2),
+        "calibrated_median_us": round(float(np.median(calibrated)), 2),
+        "calibrated_p99_us": round(float(np.percentile(calibrated, 99)), 2),
         "target": "median <= 10 us, p99 <= 50 us on one core",
         "python": platform.python_version(),
         "numpy": np.__version__,
