@@ -343,27 +343,17 @@ class LyapunovController:
         # (n linear in mu: `_lin_rows`, the unit rows, mu times them and mu^2*D/2) and those
         # with phi = 1 (n = Q_c + a_hat: the unit rows). Three mat-vec products a slot at most.
         rows = objective_rows(tables)
+        self._unit_rows, self._at_mu, self._lin_rows = rows.unit, rows.at_mu, rows.lin
+        self._w = np.zeros(ROWS)
+        self._ws = np.zeros(ROWS)
+        self._wl = np.zeros(2 * ROWS + 1)
+        self._obj = np.empty(K)
+        # views of the saturated prefix and of the last segment for every split j
+        self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
+        # the frame's price: one product over the pairs grouped by bits (`price_tables`), with a
+        # fifth row, the keep-up penalty (0 or inf)
         pt = price_tables(tables, tau)
-        price_rows = np.vstack([pt.rows, np.zeros((1, K))])
-        if getattr(self, "_K", None) == K and self._lin_rows.shape == rows.lin.shape:
-            # a retable: the new values into the same buffers, so the views below stay valid and
-            # the next decisions touch no new memory (new arrays cost ~1 us a decision for
-            # several slots after each refold, measured)
-            np.copyto(self._unit_rows, rows.unit)
-            np.copyto(self._at_mu, rows.at_mu)
-            np.copyto(self._lin_rows, rows.lin)
-            np.copyto(self._price_rows, price_rows)
-        else:
-            self._unit_rows, self._at_mu, self._lin_rows = rows.unit, rows.at_mu, rows.lin
-            self._w = np.zeros(ROWS)
-            self._ws = np.zeros(ROWS)
-            self._wl = np.zeros(2 * ROWS + 1)
-            self._obj = np.empty(K)
-            # views of the saturated prefix and of the last segment for every split j
-            self._parts = [(self._at_mu[:, :j], self._obj[:j], self._unit_rows[:, j:], self._obj[j:]) for j in range(K + 1)]
-            # the frame's price: one product over the pairs grouped by bits (`price_tables`),
-            # with a fifth row, the keep-up penalty (0 or inf)
-            self._price_rows = np.ascontiguousarray(price_rows)
+        self._price_rows = np.ascontiguousarray(np.vstack([pt.rows, np.zeros((1, K))]))
         self._bits_starts = pt.starts
         self._group_slopes = (pt.bits * config.latency_weight(tau)).tolist()
         self._price_order = pt.order  # pairs are by ascending mu: a pair's index is its rank
