@@ -166,17 +166,15 @@ def _positive_int(lo: int, hi: int):
 )
 @click.option(
     "--pool-workers",
-    default=2,
-    show_default=True,
+    default=None,
     type=_positive_int(1, 1024),
-    help="Replicas in the pool (each a process holding every model's tails, one CPU each).",
+    help="Replicas in the pool (each a process holding every model's tails, one CPU each); default 2.",
 )
 @click.option(
     "--pool-attempts",
-    default=3,
-    show_default=True,
+    default=None,
     type=_positive_int(1, 100),
-    help="Tries per tail call when a pool worker dies or does not answer; then TAIL_FAILED.",
+    help="Tries per tail call when a pool worker dies or does not answer; then TAIL_FAILED (default 3).",
 )
 @click.option(
     "--curve-secret",
@@ -319,6 +317,11 @@ def edge(
                 f"--weights {item!r}: {name} is not among --models ({', '.join(by_name)})"
             )
         by_name[name] = ModelRequest(name, by_name[name].input_shape, path)
+    if pool is None and (pool_workers is not None or pool_attempts is not None):
+        given = "--pool-workers" if pool_workers is not None else "--pool-attempts"
+        raise UsageFailure(f"{given} sets up a pool: it needs --pool ray")
+    pool_workers = 2 if pool_workers is None else pool_workers
+    pool_attempts = 3 if pool_attempts is None else pool_attempts
     if workers is None:
         workers = 2 * pool_workers if pool else 1
     if device == "cuda" and not torch.cuda.is_available() and not (pool and os.environ.get("RAY_ADDRESS")):

@@ -77,6 +77,10 @@ def keys(tmp_path, capsys):
         (["--bind", "tcp://127.0.0.1:0", "--allow", "10.0.0.300"], "--allow '10.0.0.300'"),
         (["--bind", "tcp://127.0.0.1:0", "--allow", "host.example"], "expected an IP address"),
         (["--bind", "tcp://127.0.0.1:0", "--max-connections", "0"], "--max-connections"),
+        (["--bind", "tcp://127.0.0.1:0", "--models", TINY, "--pool-workers", "3"], "--pool-workers sets up a pool"),
+        (["--bind", "tcp://127.0.0.1:0", "--models", TINY, "--pool-attempts", "2"], "--pool-attempts sets up a pool"),
+        (["--bind", "tcp://127.0.0.1:0", "--target-utilisation", "0"], "--target-utilisation"),
+        (["--bind", "tcp://127.0.0.1:0", "--target-utilisation", "1.5"], "--target-utilisation"),
     ],
 )
 def test_bad_edge_arguments(args, message, capsys):
