@@ -249,21 +249,27 @@ def test_a_hung_edges_frames_are_sent_to_the_other_and_its_late_results_are_drop
     assert any("answered a heartbeat" in ln for ln in lines)  # a was pinged until it answered
 
 
+def _run_stopping(agent, servers) -> dict:
+    """Run ``agent``, stopping ``servers`` once five frames are done; its summary."""
+    decide = agent.policy.decide
+
+    def stop_after_five(obs):
+        if agent.n_completed >= 5 and not servers[0].stopping:
+            for server in servers:
+                server.request_stop("test: the edge goes away")
+        return decide(obs)
+
+    agent.policy.decide = stop_after_five
+    try:
+        return agent.run()
+    finally:
+        _close(agent)
+
+
 def test_an_edge_stopped_mid_run_is_failed_over_and_never_comes_back(runner, setup):
     with serving_in_thread(runner) as (server_a, a), serving_in_thread(runner) as (_, b):
         agent = _agent(setup, [a, b])
-        decide = agent.policy.decide
-
-        def stop_a_after_five(obs):
-            if agent.n_completed >= 5 and not server_a.stopping:
-                server_a.request_stop("test: the edge goes away")
-            return decide(obs)
-
-        agent.policy.decide = stop_a_after_five
-        try:
-            summary = agent.run()
-        finally:
-            _close(agent)
+        summary = _run_stopping(agent, [server_a])
     f = _each_frame_once(agent, summary)
     ea, eb = summary["edges"]
     assert ea["downs"] == 1 and eb["downs"] == 0
@@ -277,19 +283,7 @@ def test_an_edge_stopped_mid_run_is_failed_over_and_never_comes_back(runner, set
 def test_with_every_edge_gone_frames_fall_back_to_the_device(runner, setup):
     with serving_in_thread(runner) as (server_a, a), serving_in_thread(runner) as (server_b, b):
         agent = _agent(setup, [a, b])
-        decide = agent.policy.decide
-
-        def stop_both(obs):
-            if agent.n_completed >= 5 and not server_a.stopping:
-                server_a.request_stop("test")
-                server_b.request_stop("test")
-            return decide(obs)
-
-        agent.policy.decide = stop_both
-        try:
-            summary = agent.run()
-        finally:
-            _close(agent)
+        summary = _run_stopping(agent, [server_a, server_b])
     f = _each_frame_once(agent, summary)
     assert all(e["downs"] == 1 for e in summary["edges"])
     assert f["local"] > 0 and f["offloaded"] + f["local"] == FRAMES
