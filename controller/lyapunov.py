@@ -553,7 +553,7 @@ class LyapunovController:
             x = 1.0 / c1
             if edge_wait > 0.0:
                 e = omega * edge_wait
-                price = min([a + (b * x + e if b else 0.0) for a, b in self._price_lines])
+                price = min([a + b * x + (e if b else 0.0) for a, b in self._price_lines])  # as the batch engine adds
             else:
                 price = min([a + b * x for a, b in self._price_lines])
             cap = v_e * (self._cap_energy + self._cap_idle / lam) + omega * self._cap_latency

@@ -302,7 +302,9 @@ class _LyapunovGroup:
         w1 = w_bits + z_l / self.dmax
         w[0] = v_e
         w[1] = w1
-        w[3] = omega * (qx / c1 + ew) if ew is not None else omega * qx / c1
+        w[3] = omega * qx / c1
+        if ew is not None:  # the scalar controller's two expressions, bit for bit
+            w[3] = np.where(ew > 0.0, omega * (qx / c1 + ew), w[3])
         w[4] = v_e
         frame = -(qc + omega * tau + self.z_throughput + z_l)
         if self.any_mult:
