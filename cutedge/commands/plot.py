@@ -16,7 +16,8 @@ from cutedge.cli import UsageFailure
 @click.option("--title", default=None, help="Figure title (default: from FOLDER/sweep.json).")
 def plot(folder: Path, out, title):
     """Redraw tradeoff.png from FOLDER/sweep.csv (and FOLDER/bound.csv, FOLDER/hindsight.csv when
-    present) and print the frontier table (with the gaps to E*(L) when hindsight.csv is there)."""
+    present) and print the frontier table (with the gaps to E*(L) when hindsight.csv is there) and,
+    for a sweep over device counts, the many-devices table."""
     from cutedge.commands.sweep import format_frontier
     from simulation.frontier import frontier_report
     from simulation.sweep import HINDSIGHT_REQUIRED, ROW_FIELDS, read_csv
@@ -47,5 +48,11 @@ def plot(folder: Path, out, title):
                 click.echo(f"warning: {meta_path}: unreadable, drawing without a title", err=True)
     path = Path(out) if out else folder / "tradeoff.png"
     plot_tradeoff(rows, bounds, path, title=title, hindsight=hindsight)
-    click.echo(format_frontier(frontier_report(rows, bounds, hindsight)))
+    report = frontier_report(rows, bounds, hindsight)
+    if report["traces"]:
+        click.echo(format_frontier(report))
+    from simulation.scaling import devices_report, format_devices, has_devices
+
+    if has_devices(rows):
+        click.echo(format_devices(devices_report(rows)))
     click.echo(f"wrote {path}")

@@ -343,3 +343,23 @@ def test_dask_executor_gives_the_same_files(tmp_path):
     assert r1.returncode == 0 and r2.returncode == 0, (r1.stderr, r2.stderr)
     for name in ("sweep.csv", "bound.csv"):
         assert (tmp_path / "local" / name).read_text() == (tmp_path / "dask" / name).read_text()
+
+
+def test_devices_sweep_and_plot_cli(tmp_path):
+    """`cutedge sweep --devices` prints the many-devices table (no frontier: no lone device on an
+    edge that is never a bottleneck), writes the columns, and `cutedge plot` redraws and reprints it."""
+    out = tmp_path / "dev"
+    r = cutedge("sweep", "--devices", "1,3", "--policies", "cutedge,edge", "--V", "10", "--duration", "10",
+                "--trace", "synthetic:wifi", "--workers", "1", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "devices sharing one edge" in r.stdout and "targets met" not in r.stdout
+    rows = list(csv.DictReader(open(out / "sweep.csv")))
+    assert sorted({row["devices"] for row in rows}) == ["1", "3"]
+    assert all(0.0 <= float(row["edge_utilisation"]) <= 1.0 for row in rows)
+    meta = json.loads((out / "sweep.json").read_text())
+    assert meta["devices"]["counts"] == [1, 3] and meta["devices"]["edge"] == "agx-orin-fp32"
+    r = cutedge("plot", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "devices sharing one edge" in r.stdout and (out / "tradeoff.png").stat().st_size > 10_000
+    r = cutedge("sweep", "--devices", "0", "--duration", "5", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--devices" in r.stderr and "Traceback" not in r.stderr
