@@ -89,6 +89,11 @@ class SystemModel:
         """Index of the cut that keeps the whole model on the device."""
         return self.n_cuts - 1
 
+    @property
+    def result_trip_s(self) -> float:
+        """From a tail's end to the result on the device: half an RTT and the result on the downlink."""
+        return self.network.rtt_s / 2 + self.result_bits / self.network.downlink_bps
+
     def extra_energy_j(self) -> np.ndarray:
         """Energy per frame above idle, ``T_loc(p,f) * (P_busy(f) - P_idle(f))`` (J), shape (P, F)."""
         return self.head_s * (self.busy_w - self.idle_w)[None, :]

@@ -66,3 +66,10 @@ def _is_float(x: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def arrivals_per_slot(times_s: np.ndarray, slot_s: float, n_slots: int) -> np.ndarray:
+    """How many of ``times_s`` fall in each of ``n_slots`` slots (those after the last are not counted)."""
+    t = np.asarray(times_s, dtype=float)
+    t = t[t < n_slots * slot_s]
+    return np.bincount(np.minimum((t // slot_s).astype(np.int64), n_slots - 1), minlength=n_slots)

@@ -421,7 +421,7 @@ def jointdnn_path(
             dev = dev_a if dev_a[0] <= to_dev[0] else to_dev
         else:
             dev = dev_a
-    back = net.rtt_s / 2 + s.result_bits / net.downlink_bps
+    back = s.result_trip_s
     edge_end = (edge[0] + w(0.0, back), edge[1], edge[2] + back, edge[3])
     best = dev if dev[0] <= edge_end[0] else edge_end
     return JointPath(sides=best[3], cost=best[0], energy_j=best[1], latency_s=best[2])

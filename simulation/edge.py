@@ -12,6 +12,7 @@ share one edge whose capacity comes from an **edge profile** (``configs/edges/*.
     batch_overhead_s: 0.002         # fixed cost of one tail call (launch, copies, framework)
     batch_sizes: [1, 2, 4, 8, 16, 32]
     flops_per_s: [0.8e12, 1.2e12, 1.7e12, 2.1e12, 2.4e12, 2.5e12]   # effective FLOP/s at each size
+    target_utilisation: 0.9         # optional: the load the broadcast price defends (rule 4)
 
 A batch of ``b`` tails at cut p costs ``batch_overhead_s + b * tail_flops(p) / F(b)`` seconds
 (:meth:`EdgeProfile.batch_s`), with ``F`` interpolated log-log between the listed sizes: the
@@ -28,8 +29,11 @@ the per-frame rebuild :func:`edge_completion_times`):
    ``W(t+1) = max(W(t) + w(t) - servers*tau, 0)`` with ``w(t)`` the work of the slot's batches;
    a batch completes when the served work reaches the work queued up to it, and never before its
    last request is there plus its own run time;
-4. at the start of each slot every device is told ``W(t)/servers``, the seconds of work ahead of a
-   new request (:attr:`controller.policy.Observation.edge_wait_s`): the price the edge broadcasts.
+4. at the start of each slot every device is told ``max(W(t), W_v(t)/rho) / servers``
+   (:attr:`controller.policy.Observation.edge_wait_s`), the price the edge broadcasts: the work
+   ahead of a new request, or, when larger, that of a virtual server at ``rho =
+   target_utilisation`` of the edge's speed, ``W_v(t+1) = max(W_v(t) + w(t) - rho*servers*tau, 0)``,
+   so the price rises as soon as the load passes rho, before a real queue forms.
 """
 
 from __future__ import annotations
@@ -149,7 +153,7 @@ def slot_work(table: np.ndarray, counts: np.ndarray, max_batch: int) -> np.ndarr
 class EdgeJobs:
     """The requests one shared edge got, one row each, in the edge's FIFO order."""
 
-    lane: np.ndarray      # which lane (device) of the batch sent it
+    lane: np.ndarray      # which device sent it (its index in ``frames``)
     frame: np.ndarray     # the frame's index in that lane's arrivals
     slot: np.ndarray      # the slot its last bit left in (its batch's slot)
     cut: np.ndarray
@@ -159,10 +163,10 @@ class EdgeJobs:
 
 
 def edge_completion_times(edge: EdgeProfile, table: np.ndarray, bits: np.ndarray, tau: float, served: np.ndarray,
-                          lanes: list[int], frames: list[dict], delivered: list[np.ndarray], rtt_s: float) -> EdgeJobs:
+                          frames: list[dict], delivered: list[np.ndarray], rtt_s: float) -> EdgeJobs:
     """Each request's completion on the shared edge, rebuilt after the run (module docstring).
 
-    ``frames[i]`` is lane ``lanes[i]``'s per-frame dict (``simulator.frame_times``: ``cut``,
+    ``frames[i]`` is device i's per-frame dict (``simulator.frame_times``: ``cut``,
     ``sent_s``, ``head_done_s``) and ``delivered[i][t]`` how many of its requests reached the
     edge in slot t, as the run's loop counted them: the k-th request of a lane is its k-th remote
     frame in FIFO order (the uplink is FIFO), so the slot a request was batched in is the loop's,
@@ -172,7 +176,7 @@ def edge_completion_times(edge: EdgeProfile, table: np.ndarray, bits: np.ndarray
 
     n_slots = len(served)
     cols = {k: [] for k in ("lane", "frame", "slot", "cut", "ready")}
-    for lane, fr, dl in zip(lanes, frames, delivered):
+    for lane, (fr, dl) in enumerate(zip(frames, delivered)):
         head = fr["head_done_s"]
         remote = np.isfinite(head) & (bits[np.maximum(fr["cut"], 0)] > 0.0)
         idx = np.flatnonzero(remote)
@@ -342,10 +346,9 @@ def apply_edge(shared: SharedEdges, e: int, lanes: list[int], results: list, sys
     n_slots = shared.served.shape[0]
     served = shared.served[:, e]
     frames = [r.frames for r in results]
-    jobs = edge_completion_times(edge, shared.table, system.bits, tau, served, list(range(len(lanes))), frames,
+    jobs = edge_completion_times(edge, shared.table, system.bits, tau, served, frames,
                                  [shared.delivered[:, j] for j in lanes], system.network.rtt_s)
-    net = system.network
-    trip = net.rtt_s / 2 + system.result_bits / net.downlink_bps
+    trip = system.result_trip_s
     horizon = n_slots * tau
     for i, fr in enumerate(frames):
         cut = fr["cut"]

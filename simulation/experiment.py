@@ -125,10 +125,7 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     if "devices" in s:
         kw["devices"] = s.integer("devices", min=1, max=100_000)
     if s.raw("edge", None) is not None:
-        from simulation.edge import load_edge
-
-        kw["edge"] = _relative(s.string("edge"), base)
-        load_edge(kw["edge"])  # fail here, naming the experiment's field, not in a worker
+        kw["edge"] = edge_field(s, base)
     if "arrivals" in s:
         a = s.section("arrivals")
         a.check_keys(["process", "rate_fps", "path"])
@@ -156,6 +153,19 @@ def load_experiment(path: str | os.PathLike[str]) -> Experiment:
     if "controller" in s:
         kw["controller"] = controller_config(s.section("controller"))
     return replace(d, **kw)
+
+
+def edge_field(s: Section, base: Path) -> str:
+    """A config's ``edge`` field: a configs/edges name or a path (relative to the file's folder),
+    loaded and checked now, so a bad profile is one error naming this field (not one in a worker)."""
+    from simulation.edge import load_edge
+
+    value = _relative(s.string("edge"), base)
+    try:
+        load_edge(value)
+    except ConfigError as exc:
+        raise s.error("edge", str(exc)) from None
+    return value
 
 
 def controller_config(c: Section) -> LyapunovConfig:
@@ -314,16 +324,17 @@ def run_scenario(sc: Scenario, policy=None, *, time_decisions: bool = True, worl
             raise ConfigError(exp.source, "devices", "devices sharing an edge run the experiment's controller only "
                               "(no other policy object, no --true-profile)")
         result = run_devices(sc)
-        policy = LyapunovController(sc.system, exp.controller)  # what ran, for the summary's V
+        controller_ran = True
     else:
         if policy is None:
             policy = LyapunovController(sc.system, exp.controller)
         result = simulate(world or sc.system, policy, sc.capacity_bps, sc.arrival_times_s, buffer_frames=exp.buffer_frames,
                           time_decisions=time_decisions)
+        controller_ran = isinstance(getattr(policy, "inner", policy), LyapunovController)
     trace = sc.trace
     result.summary = {
         "policy": result.summary["policy"],
-        "V": float(exp.controller.V) if isinstance(getattr(policy, "inner", policy), LyapunovController) else None,
+        "V": float(exp.controller.V) if controller_ran else None,
         **{k: v for k, v in result.summary.items() if k != "policy"},
         "trace": {
             "path": trace.path,

@@ -223,8 +223,7 @@ def frame_times(system: SystemModel, arrivals: np.ndarray, arr_slot: np.ndarray,
     back = np.full(n_arr, np.nan)
     remote = system.bits[comp_cut] > 0
     tail_done[done_idx] = np.where(remote, sent_time[done_idx] + net.rtt_s / 2 + system.tail_s[comp_cut], head_done[done_idx])
-    result_trip = net.rtt_s / 2 + system.result_bits / net.downlink_bps
-    back[done_idx] = np.where(remote, tail_done[done_idx] + result_trip, head_done[done_idx])
+    back[done_idx] = np.where(remote, tail_done[done_idx] + system.result_trip_s, head_done[done_idx])
     completed = np.isfinite(back) & (back <= n_slots * tau)
     return {
         "arrival_s": arrivals,

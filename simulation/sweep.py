@@ -39,6 +39,7 @@ import numpy as np
 
 from controller.config import ConfigError, Section, load_yaml, resolve_named
 from controller.lyapunov import LyapunovConfig
+from simulation.arrivals import arrivals_per_slot
 from simulation.baselines import (
     FIXED_POLICIES,
     V_POLICIES,
@@ -48,7 +49,7 @@ from simulation.baselines import (
     parse_policies,
     static_best,
 )
-from simulation.experiment import Experiment, TraceSpec, build_scenario, load_experiment
+from simulation.experiment import Experiment, TraceSpec, build_scenario, edge_field, load_experiment
 from simulation.experiment import controller_config as parse_controller
 
 DEFAULT_V = (0.3, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 3000.0)
@@ -111,11 +112,20 @@ class SweepConfig:
     source: str = "built-in defaults"
     devices: tuple[int, ...] = ()  # devices per run, each a unit of its own; () = the experiment's
 
+    @property
+    def device_counts(self) -> tuple[int, ...]:
+        return self.devices or (self.experiment.devices,)
+
+    @property
+    def edge_profile(self) -> str | None:
+        """The edge every unit uses: device counts compared with each other share the same kind
+        of edge, one device included (None: a lone device on an edge never a bottleneck)."""
+        return replace(self.experiment, devices=max(self.device_counts)).edge_profile
+
     def units(self) -> list[Unit]:
         base = self.experiment.seed
-        counts = self.devices or (self.experiment.devices,)
-        # device counts compared with each other share the same kind of edge, one device included
-        edge = self.experiment.edge_profile if max(counts) == 1 else replace(self.experiment, devices=max(counts)).edge_profile
+        counts = self.device_counts
+        edge = self.edge_profile
         out = []
         for ti, tr in enumerate(self.traces):
             for k in range(self.seeds):
@@ -207,10 +217,7 @@ def load_sweep(path: str | os.PathLike[str], trace_root: str | os.PathLike[str] 
     if "controller" in s:
         base = replace(base, controller=merge_controller(base.controller, s.section("controller")))
     if s.raw("edge", None) is not None:
-        from simulation.edge import load_edge
-
-        base = replace(base, edge=_relative_config(s.string("edge"), p.parent))
-        load_edge(base.edge)
+        base = replace(base, edge=edge_field(s, p.parent))
     devices: tuple[int, ...] = ()
     if "devices" in s:
         raw = s.raw("devices")
@@ -338,17 +345,13 @@ def run_unit(unit: Unit) -> UnitResult:
         trace=TraceSpec(path=tr.path, format=tr.format, column=tr.column, scale=tr.scale),
     )
     sc = build_scenario(exp)
-    if exp.edge_profile is not None:
-        return _run_devices_unit(unit, exp, sc, t0)
-    system = sc.system
     notes = [f"{tr.name}: {n}" for n in sc.trace.notes]
     if sc.wrapped:
         notes.append(f"{tr.name}: trace is {sc.trace.duration_s:.1f} s, run is {exp.n_slots * exp.slot_s:.1f} s: wrapped around")
-    n = exp.n_slots
-    per_slot = np.bincount(
-        np.minimum((sc.arrival_times_s[sc.arrival_times_s < n * exp.slot_s] // exp.slot_s).astype(np.int64), n - 1),
-        minlength=n,
-    )
+    if exp.edge_profile is not None:
+        return _run_devices_unit(unit, exp, sc, notes, t0)
+    system = sc.system
+    per_slot = arrivals_per_slot(sc.arrival_times_s, exp.slot_s, exp.n_slots)
     needs_static = any(p in ("static-best", "dvfs-only") for p in unit.policies)
     static = None
     if needs_static:
@@ -417,7 +420,7 @@ def run_unit(unit: Unit) -> UnitResult:
     return UnitResult(unit.index, rows, bounds, notes, time.perf_counter() - t0)
 
 
-def _run_devices_unit(unit: Unit, exp: Experiment, sc, t0: float) -> UnitResult:
+def _run_devices_unit(unit: Unit, exp: Experiment, sc, notes: list[str], t0: float) -> UnitResult:
     """A unit whose devices share one finite edge (``simulation.edge``): every policy (x V) is
     one group of ``exp.devices`` lanes on its own edge, all in one batch; one aggregated row per
     group. ``static-best`` and ``dvfs-only`` (one pair found in hindsight for one device) and the
@@ -429,16 +432,12 @@ def _run_devices_unit(unit: Unit, exp: Experiment, sc, t0: float) -> UnitResult:
     tr, n = unit.trace, exp.devices
     system = sc.system
     edge = load_edge(exp.edge_profile)
-    notes = [f"{tr.name}: {x}" for x in sc.trace.notes]
-    if sc.wrapped:
-        notes.append(f"{tr.name}: trace is {sc.trace.duration_s:.1f} s, run is {exp.n_slots * exp.slot_s:.1f} s: wrapped around")
     skipped = [p for p in unit.policies if p in ("static-best", "dvfs-only")]
     if skipped:
         notes.append(f"{tr.name}, {n} devices: {', '.join(skipped)} left out (a pair found in hindsight for one device; "
                      "no form for devices sharing an edge)")
     inputs = device_inputs(sc, n)
-    per_slot = [np.bincount(np.minimum((a[a < exp.n_slots * exp.slot_s] // exp.slot_s).astype(np.int64), exp.n_slots - 1),
-                            minlength=exp.n_slots) for _, a in inputs]
+    per_slot = [arrivals_per_slot(a, exp.slot_s, exp.n_slots) for _, a in inputs]
     lanes: list = []
     meta: list[tuple[str, float | None]] = []
     for name in unit.policies:

@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from cutedge.cli import UsageFailure
+from cutedge.commands import edge_profile_option
 from cutedge.jsonout import write_json
 
 
@@ -40,8 +41,7 @@ def _positive(name: str):
 @click.option("--seed", default=None, type=click.IntRange(min=0), help="Seed for the synthetic trace and arrivals.")
 @click.option("--devices", default=None, type=click.IntRange(min=1, max=100_000),
               help="Devices sharing one edge, each its own camera, trace shift and controller (docs/devices.md).")
-@click.option("--edge", "edge_profile", default=None,
-              help="The shared edge's profile (configs/edges name or a path; default with >1 device: agx-orin-fp32).")
+@edge_profile_option
 @click.option("--out", default="runs/simulate", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip timeseries.png.")
 @click.option("--true-profile", default=None, metavar="FILE",
@@ -78,13 +78,6 @@ def simulate(config_path, board, model, network, trace_path, trace_format, trace
         tr = replace(tr, scale=trace_scale)
     changes["trace"] = tr
     if edge_profile is not None:
-        from controller.config import ConfigError
-        from simulation.edge import load_edge
-
-        try:
-            load_edge(edge_profile)
-        except ConfigError as exc:
-            raise UsageFailure(f"--edge: {exc}") from None
         changes["edge"] = edge_profile
     exp = replace(exp, **changes)
     if true_profile is not None and exp.edge_profile is not None:

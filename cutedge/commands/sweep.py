@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from cutedge.cli import UsageFailure
+from cutedge.commands import edge_profile_option
 from cutedge.jsonout import write_json
 
 
@@ -46,8 +47,7 @@ def _split_numbers(text: str, option: str) -> list[float]:
 @click.option("--duration", default=None, type=float, help="Simulated seconds per run.")
 @click.option("--devices", default=None,
               help="Comma-separated device counts sharing one edge, e.g. 1,4,16,64 (a unit each; docs/devices.md).")
-@click.option("--edge", "edge_profile", default=None,
-              help="The shared edge's profile (configs/edges name or a path; default with >1 device: agx-orin-fp32).")
+@edge_profile_option
 @click.option("--out", default="runs/sweep", show_default=True, help="Output folder.")
 @click.option("--no-plot", is_flag=True, help="Skip tradeoff.png.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -110,13 +110,6 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
         except SweepError as exc:
             raise UsageFailure(str(exc)) from None
     if edge_profile is not None:
-        from controller.config import ConfigError
-        from simulation.edge import load_edge
-
-        try:
-            load_edge(edge_profile)
-        except ConfigError as exc:
-            raise UsageFailure(f"--edge: {exc}") from None
         cfg = replace(cfg, experiment=replace(cfg.experiment, edge=edge_profile))
     n_workers = workers or os.cpu_count() or 1
     units = cfg.units()
@@ -148,13 +141,13 @@ def sweep(config_path, policies, V, traces, trace_format, trace_scale, trace_roo
             hind_rows = hindsight_rows(cfg, result.rows)
         except (SweepError, ValueError) as exc:
             raise UsageFailure(f"--hindsight: {exc}") from None
-    report = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight=hind_rows)
-    if report["traces"]:
-        click.echo(format_frontier(report))
-    from simulation.scaling import devices_report, format_devices, has_devices
+    meta = write_sweep(out_dir, cfg, result, n_workers, executor, plot=not no_plot, hindsight=hind_rows)
+    if meta["frontier"]["traces"]:
+        click.echo(format_frontier(meta["frontier"]))
+    if "devices" in meta:
+        from simulation.scaling import format_devices
 
-    if has_devices(result.rows):
-        click.echo(format_devices(devices_report(result.rows, cfg.options.serve_fraction)))
+        click.echo(format_devices(meta["devices"]["report"]))
     files = ["sweep.csv", "bound.csv", "sweep.json"] + ([] if no_plot else ["tradeoff.png"])
     files += ["hindsight.csv"] if hind_rows is not None else []
     click.echo(f"{len(result.rows)} runs in {result.wall_s:.1f} s; wrote " + ", ".join(str(out_dir / f) for f in files))
@@ -169,7 +162,8 @@ def _builtin(name: str) -> bool:
 def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: bool = True,
                 hindsight: list[dict] | None = None) -> dict:
     """Write sweep.csv, bound.csv, hindsight.csv (with ``hindsight``), sweep.json (with the
-    frontier report) and tradeoff.png; return the frontier report."""
+    frontier report, and the many-devices report of a sweep over device counts) and
+    tradeoff.png; return what sweep.json holds."""
     from simulation.frontier import frontier_report
     from simulation.sweep import BOUND_FIELDS, HINDSIGHT_FIELDS, ROW_FIELDS, write_csv
 
@@ -205,15 +199,14 @@ def write_sweep(out_dir: Path, cfg, result, workers: int, executor: str, plot: b
     from simulation.scaling import devices_report, has_devices
 
     if has_devices(result.rows):
-        meta["devices"] = {"counts": sorted({int(r["devices"]) for r in result.rows}), "edge": exp.edge_profile
-                           or next((u.experiment.edge_profile for u in cfg.units()), None),
+        meta["devices"] = {"counts": sorted({int(r["devices"]) for r in result.rows}), "edge": cfg.edge_profile,
                            "report": devices_report(result.rows, cfg.options.serve_fraction)}
     write_json(out_dir / "sweep.json", meta)
     if plot:
         from simulation.tradeoff_plots import plot_tradeoff
 
         plot_tradeoff(result.rows, result.bounds, out_dir / "tradeoff.png", title=figure_title(meta), hindsight=hindsight)
-    return meta["frontier"]
+    return meta
 
 
 def figure_title(meta: dict) -> str:

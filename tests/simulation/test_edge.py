@@ -161,7 +161,7 @@ def test_edge_completions_match_a_fine_grained_fluid_server():
     for t in range(n_slots):
         served[t] = min(tau, backlog + work[t])
         backlog += work[t] - served[t]
-    jobs = edge_completion_times(edge, table, bits, tau, served, [0, 1, 2], frames, delivered, rtt_s=0.0)
+    jobs = edge_completion_times(edge, table, bits, tau, served, frames, delivered, rtt_s=0.0)
     assert len(jobs.lane) == sum(int(d.sum()) for d in delivered)
     # batches: one (slot, cut) each, at most max_batch requests
     for b in np.unique(jobs.batch):
@@ -333,3 +333,24 @@ def test_sweep_config_devices_field(tmp_path):
             load_sweep(_write(tmp_path, f"experiment: default\nV: [10]\ndevices: {bad}\n", "b.yaml"))
     with pytest.raises(ConfigError, match="no-such-edge"):
         load_sweep(_write(tmp_path, "experiment: default\nV: [10]\nedge: no-such-edge\n", "e.yaml"))
+
+
+def test_bad_edge_in_an_experiment_names_the_field(tmp_path):
+    from simulation.experiment import load_experiment
+
+    bad = _write(tmp_path, PROFILE.replace("max_batch: 8", "max_batch: 16"), "bad-edge.yaml")
+    exp = _write(tmp_path, "name: x\ndevices: 4\nedge: bad-edge.yaml\n", "exp.yaml")
+    with pytest.raises(ConfigError) as exc:
+        load_experiment(exp)
+    text = str(exc.value)
+    assert str(exp) in text and str(bad) in text and "max_batch" in text
+    assert load_experiment(_write(tmp_path, "devices: 4\nedge: agx-orin-fp32\n", "ok.yaml")).edge_profile == DEFAULT_EDGE
+
+
+@pytest.mark.parametrize("command", ["simulate", "sweep"])
+def test_bad_edge_option_is_one_line(command, tmp_path, capsys):
+    from cutedge.cli import main
+
+    rc = main([command, "--edge", "no-such-edge", "--duration", "1", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--edge" in err and "no-such-edge" in err and "Traceback" not in err
