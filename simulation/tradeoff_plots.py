@@ -256,6 +256,8 @@ def plot_tradeoff(rows: list[dict], bounds: list[dict], path: str | os.PathLike[
 def _devices_row(fig, gs, row: int, rows: list[dict]) -> None:
     """Latency, energy per frame and edge utilisation against the device count N (means over
     traces and seeds); the controller one line per V (darker: larger V), the others one each."""
+    from simulation.scaling import stable
+
     groups: dict[tuple[str, float | None], dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:
         V = None if r.get("V") in (None, "") else float(r["V"])
@@ -273,9 +275,9 @@ def _devices_row(fig, gs, row: int, rows: list[dict]) -> None:
         else:
             st = POINT_STYLE.get(policy, dict(color="0.5", marker="x", label=policy))
             kw = dict(color=st["color"], lw=1.3, ls="--", marker=st["marker"], ms=5, label=st["label"])
+        unstable = [not all(stable(r) for r in by_n[n]) for n in ns]
         for ax, key in zip(axes, keys):
             y = [_nanmean([float(r[key]) if r.get(key) not in (None, "") else math.nan for r in by_n[n]]) for n in ns]
-            unstable = [not all(_stable(r) for r in by_n[n]) for n in ns]
             ax.plot(ns, y, **kw)
             bad = [(n, v) for n, v, u in zip(ns, y, unstable) if u and math.isfinite(v)]
             if bad:
@@ -294,12 +296,6 @@ def _devices_row(fig, gs, row: int, rows: list[dict]) -> None:
     axes[2].axhline(1.0, color="0.5", lw=1.0, ls=":")
     axes[2].set_title("Edge utilisation against N", fontsize=10)
     axes[2].legend(fontsize=7, loc="upper left", frameon=False)
-
-
-def _stable(row: dict) -> bool:
-    from simulation.scaling import stable
-
-    return stable(row)
 
 
 def _label_V(ax, pts: list[dict]) -> None:
