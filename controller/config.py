@@ -29,6 +29,16 @@ class ConfigError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc`` in one line: a ConfigError's own message (it names file, field and value), else
+    ``Type: first line`` (cluster engines' messages run over many lines)."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    first = lines[0].strip() if lines else ""
+    if isinstance(exc, ConfigError) and first:
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 _MISSING = object()
 
 

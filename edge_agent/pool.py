@@ -45,6 +45,7 @@ from typing import Any
 
 import torch
 
+from controller.config import one_line
 from edge_agent.runner import ModelRequest
 from wire.format import Catalog
 
@@ -66,12 +67,6 @@ class PoolUnavailable(RuntimeError):
 
 class TailError(RuntimeError):
     """The tail raised in a replica (deterministic: not retried)."""
-
-
-def describe(exc: BaseException) -> str:
-    """``Type: first line`` of ``exc`` (Ray's messages run over many lines)."""
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0].strip()}" if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -197,7 +192,7 @@ class PoolRunner:
                     with self._lock:
                         self.retries += 1
                     log.warning("edge: pool: %s lost on attempt %d of %d (%s); trying again",
-                                method, attempt, cfg.attempts, describe(exc))
+                                method, attempt, cfg.attempts, one_line(exc))
                     time.sleep(min(1.0, 0.05 * 2 ** (attempt - 1)))  # let the router see the death
                 continue
             self._note_pid(pid)
@@ -208,7 +203,7 @@ class PoolRunner:
             self.failed_calls += 1
         assert last is not None
         raise PoolUnavailable(
-            f"no pool worker answered {method} in {cfg.attempts} attempts (last: {describe(last)})"
+            f"no pool worker answered {method} in {cfg.attempts} attempts (last: {one_line(last)})"
         )
 
     def _note_pid(self, pid: int) -> None:
@@ -250,7 +245,7 @@ def _deploy_failure(serve: Any, app: str, exc: BaseException) -> str:
     except Exception:  # no status to read: the exception is all there is
         message = ""
     lines = [ln.strip() for ln in message.splitlines() if ln.strip()]
-    return lines[-1] if lines else describe(exc)
+    return lines[-1] if lines else one_line(exc)
 
 
 def start_ray_pool(
@@ -289,12 +284,12 @@ def start_ray_pool(
             try:
                 serve.delete(app)  # a cluster we joined keeps running; our replicas go
             except Exception as exc:
-                log.warning("edge: pool: could not delete %s: %s", app, describe(exc))
+                log.warning("edge: pool: could not delete %s: %s", app, one_line(exc))
         if local:
             try:
                 serve.shutdown()
             except Exception as exc:  # the instance goes below anyway
-                log.debug("edge: pool: serve shutdown: %s", describe(exc))
+                log.debug("edge: pool: serve shutdown: %s", one_line(exc))
         if own_ray:
             ray.shutdown()
 
@@ -312,7 +307,7 @@ def start_ray_pool(
                 hint = "" if os.environ.get("RAY_AUTH_MODE") else (
                     " (a cluster with token authentication needs RAY_AUTH_MODE=token here)")
                 raise PoolError(f"ray: cannot reach the cluster at {address} ($RAY_ADDRESS): "
-                                f"{describe(exc)}{hint}") from None
+                                f"{one_line(exc)}{hint}") from None
         serve.start(proxy_location="Disabled", logging_config={"log_level": "WARNING"})
         actor: dict[str, Any] = {"num_cpus": config.cpus_per_worker}
         if gpus:

@@ -33,6 +33,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from controller.config import one_line
 from simulation.sweep import EXECUTORS, SweepError, Unit, UnitResult
 
 Finish = Callable[[UnitResult], None]
@@ -68,18 +69,6 @@ class UnitError(SweepError):
         return (UnitError, (self.unit, self.error, self.remote_traceback))
 
 
-def describe(exc: BaseException) -> str:
-    """``exc`` in one line: a ConfigError's own message (it names file, field and value), else
-    ``Type: first line``."""
-    from controller.config import ConfigError
-
-    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-    first = lines[0].strip() if lines else ""
-    if isinstance(exc, ConfigError) and first:
-        return first
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
-
-
 def run_caught(unit: Unit) -> UnitResult | UnitFailure:
     """Run ``unit`` in a worker; an exception comes back as a :class:`UnitFailure`."""
     from simulation import sweep
@@ -87,7 +76,7 @@ def run_caught(unit: Unit) -> UnitResult | UnitFailure:
     try:
         return sweep.run_unit(unit)
     except Exception as exc:
-        return UnitFailure(unit.index, describe(exc), tb.format_exc())
+        return UnitFailure(unit.index, one_line(exc), tb.format_exc())
 
 
 def _take(unit: Unit, value: UnitResult | UnitFailure) -> UnitResult:
@@ -118,7 +107,7 @@ def run_local(units: list[Unit], workers: int, finish: Finish) -> None:
             try:
                 r = sweep.run_unit(u)
             except Exception as exc:
-                raise UnitError(u, describe(exc)) from exc
+                raise UnitError(u, one_line(exc)) from exc
             finish(r)
         return
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -131,7 +120,7 @@ def run_local(units: list[Unit], workers: int, finish: Finish) -> None:
             try:
                 value = f.result()
             except Exception as exc:  # the worker died (BrokenProcessPool) or the result was lost
-                raise UnitError(unit, describe(exc)) from exc
+                raise UnitError(unit, one_line(exc)) from exc
             finish(_take(unit, value))
     finally:
         # Units not started yet are dropped; running ones finish (a pool cannot stop them).
@@ -153,7 +142,7 @@ def run_dask(units: list[Unit], workers: int, finish: Finish) -> None:
             try:
                 client = Client(address)
             except (OSError, TimeoutError) as exc:
-                raise SweepError(f"dask: cannot reach the scheduler at {address} ($DASK_SCHEDULER_ADDRESS): {describe(exc)}") from None
+                raise SweepError(f"dask: cannot reach the scheduler at {address} ($DASK_SCHEDULER_ADDRESS): {one_line(exc)}") from None
         else:
             cluster = LocalCluster(n_workers=min(workers, len(units)), threads_per_worker=1, processes=True,
                                    host="127.0.0.1", silence_logs=logging.ERROR, **LOCAL_DASK)
@@ -167,7 +156,7 @@ def run_dask(units: list[Unit], workers: int, finish: Finish) -> None:
             try:
                 value = f.result()
             except Exception as exc:  # KilledWorker, a lost scheduler, a result that would not unpickle
-                raise UnitError(unit, describe(exc)) from exc
+                raise UnitError(unit, one_line(exc)) from exc
             finish(_take(unit, value))
     finally:
         try:
@@ -203,7 +192,7 @@ def run_ray(units: list[Unit], workers: int, finish: Finish) -> None:
                 # ray start enables token authentication, but a driver given an address sends the
                 # token only in token mode: the usual reason a cluster that runs refuses us.
                 hint = "" if os.environ.get("RAY_AUTH_MODE") else " (a cluster with token authentication needs RAY_AUTH_MODE=token here)"
-                raise SweepError(f"ray: cannot reach the cluster at {address} ($RAY_ADDRESS): {describe(exc)}{hint}") from None
+                raise SweepError(f"ray: cannot reach the cluster at {address} ($RAY_ADDRESS): {one_line(exc)}{hint}") from None
         remote = ray.remote(run_caught)
         refs = {remote.options(name=f"cutedge-unit-{u.index}").remote(u): u for u in units}
         pending = list(refs)
@@ -213,7 +202,7 @@ def run_ray(units: list[Unit], workers: int, finish: Finish) -> None:
             try:
                 value = ray.get(ready[0])
             except Exception as exc:  # WorkerCrashedError, a lost node, ...
-                raise UnitError(unit, describe(exc)) from exc
+                raise UnitError(unit, one_line(exc)) from exc
             finish(_take(unit, value))
     finally:
         if started:
@@ -226,4 +215,4 @@ def run_ray(units: list[Unit], workers: int, finish: Finish) -> None:
                     pass
 
 
-__all__ = ["UnitError", "UnitFailure", "describe", "run_caught", "run_dask", "run_local", "run_ray", "run_units"]
+__all__ = ["UnitError", "UnitFailure", "run_caught", "run_dask", "run_local", "run_ray", "run_units"]
