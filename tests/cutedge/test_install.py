@@ -129,6 +129,10 @@ def test_simulate_writes_its_outputs(installed, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"]["arrived"] > 0
     assert (out / "timeseries.csv").stat().st_size > 0 and (out / "timeseries.png").exists()
+    # devices on a shared edge: the built-in edge profile comes from the installed package
+    _cutedge(installed, "simulate", "--devices", "4", "--duration", "10", "--no-plot", "--out", str(out / "dev"))
+    summary = json.loads((out / "dev" / "summary.json").read_text())
+    assert summary["devices"] == 4 and summary["edge"]["profile"] == "agx-orin-fp32"
 
 
 def test_small_sweep_writes_sweep_csv(installed, tmp_path):
