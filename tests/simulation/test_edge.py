@@ -351,6 +351,9 @@ def test_bad_edge_in_an_experiment_names_the_field(tmp_path):
     text = str(exc.value)
     assert str(exp) in text and str(bad) in text and "max_batch" in text
     assert load_experiment(_write(tmp_path, "devices: 4\nedge: agx-orin-fp32\n", "ok.yaml")).edge_profile == DEFAULT_EDGE
+    for bad_n in ("0", "2.5", "many"):
+        with pytest.raises(ConfigError, match="devices"):
+            load_experiment(_write(tmp_path, f"devices: {bad_n}\n", "n.yaml"))
 
 
 @pytest.mark.parametrize("command", ["simulate", "sweep"])
