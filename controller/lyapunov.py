@@ -73,6 +73,9 @@ H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat*phi for the o
 FRAME_MARGIN = 0.05
 """How far a frame's weight sits above the cheapest way to serve it now (objective units), so a
 frame that can be served is, rather than tying with an idle GPU."""
+AGE_RING_SLOTS = 4096
+"""Slots of bits-made history the uplink's head-of-line age is read from (the age is capped there:
+410 s at 100 ms slots)."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,7 @@ class LyapunovConfig:
     latency_weight_per_s: float | None = None
     arrival_ewma: float = 0.1
     arrival_phase: bool = True
+    uplink_age: bool = True
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.V) and self.V >= 0):
@@ -403,6 +407,12 @@ class LyapunovController:
         self.arrival_phase_s = self._tau  # head time an arrival gets in the slot it comes in (rho)
         self._last_run = None  # (Q_c, T, mu) of the last slot's heads; None if it idled
         self._made_bits = 0.0
+        # the uplink's head-of-line age: bits made up to the end of each slot (a ring), the bits
+        # made so far, and the first slot whose bits have not all left
+        self._made_ring = [0.0] * AGE_RING_SLOTS
+        self._made_total = 0.0
+        self._age_front = 0
+        self._slots_seen = 0
 
     @property
     def virtual_queues(self) -> dict[str, float]:
@@ -643,6 +653,10 @@ class LyapunovController:
             self._last_bits = 0.0
         # sending a bit a slot earlier saves omega*tau/B of latency
         w_r = w_bits + omega * tau / unit + z_l / self._dmax
+        if cfg.uplink_age and qx > 0.5:
+            # ... and the frames behind it have waited: the head-of-line age, a frame-second of
+            # waiting weighing omega, spread over a frame's bits
+            w_r += omega * self._uplink_age(qx) / self._flow_bits
         log2_k = shannon_log2_k(capacity, self.system.network.bandwidth_hz) if (self._shannon and capacity > 0.0) else 0.0
         bits = qx + made
         rate = self._rate(capacity, bits, v_e, w_r, log2_k)
@@ -656,6 +670,22 @@ class LyapunovController:
             admit = qc < V * cfg.admission_frame_value_j
         self._last_queues = qc + qx
         return Decision(cut, level, rate, process, admit)
+
+    def _uplink_age(self, qx: float) -> float:
+        """Seconds the oldest bits on the uplink have waited since the slot their head finished
+        in (0 for bits of the last slot): the bits sent so far are those made less ``qx``, and
+        the front is the first slot whose bits made exceed them (FIFO), read from a ring of
+        :data:`AGE_RING_SLOTS` slots."""
+        t = self._slots_seen
+        sent = self._made_total - qx + 0.5
+        ring = self._made_ring
+        f = self._age_front
+        if f < t - AGE_RING_SLOTS:
+            f = t - AGE_RING_SLOTS
+        while f < t and ring[f % AGE_RING_SLOTS] <= sent:
+            f += 1
+        self._age_front = f
+        return (t - 1 - f) * self._tau if f < t else 0.0
 
     def _fast_rate(self, capacity: float, bits: float, v_e: float, log2_k: float) -> float:
         """The rate, in [bits/tau, C], that sends all of ``bits`` this slot at the least
@@ -690,7 +720,11 @@ class LyapunovController:
         return r_max if linear_send_gain(w_r, v_e, net, r_max) > 0.0 else 0.0
 
     def observe(self, outcome: Outcome) -> None:
-        self._made_bits = outcome.frames_done * self._last_bits
+        made = outcome.frames_done * self._last_bits
+        self._made_bits = made
+        self._made_total += made
+        self._made_ring[self._slots_seen % AGE_RING_SLOTS] = self._made_total
+        self._slots_seen += 1
         cfg = self.config
         if not cfg.virtual_queues:
             return

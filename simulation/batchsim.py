@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.lyapunov import (
+    AGE_RING_SLOTS,
     FRAME_MARGIN,
     LN2,
     PRICE_EVERY_SLOTS,
@@ -158,6 +159,8 @@ class _LyapunovGroup:
         self.omega = f([c.latency_weight(tau) for c in configs], dtype=float)
         self.alpha = f([c.arrival_ewma for c in configs], dtype=float)
         self.phase = f([c.arrival_phase for c in configs], dtype=bool)
+        self.age = f([c.uplink_age for c in configs], dtype=bool)
+        self.any_age = bool(self.age.any())
         self.any_phase = bool(self.phase.any())
         self.slopes = pt.bits[:, None] * self.omega[None, :]  # (G, S): omega*D per bits group
         self.remote_group = (pt.bits > 0.0)[:, None].astype(float)  # (G, 1): groups that offload
@@ -222,6 +225,9 @@ class _LyapunovGroup:
         self.flow_bits = self.unit.copy()
         self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
+        self.made_total = np.zeros(S)  # the uplink's head-of-line age (LyapunovController._uplink_age)
+        self.made_ring = np.zeros((AGE_RING_SLOTS, S))
+        self.age_front = np.zeros(S, dtype=np.int64)
         self.t = 0
 
     def _learn(self, arrivals, cap) -> None:
@@ -385,6 +391,10 @@ class _LyapunovGroup:
         self.last_bits = head_bits
         self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
+        if self.any_age:
+            waiting = self.age & (qx > 0.5)
+            if waiting.any():
+                w_r = np.where(waiting, w_r + omega * self._uplink_age(qx, t) / self.flow_bits, w_r)
         log2_k = None if self.log2_k is None else self.log2_k[t]
         bits = qx + made
         rate = self._rate(cap, bits / tau, v_e, w_r, log2_k)
@@ -401,6 +411,20 @@ class _LyapunovGroup:
         elif t == 0:
             out_admit[sl] = True
         self.last_queues = qc + qx
+
+    def _uplink_age(self, qx, t) -> np.ndarray:
+        """LyapunovController._uplink_age, lane by lane: the front advances while its slot's bits
+        made are all sent (a few steps a slot; all lanes at once)."""
+        sent = self.made_total - qx + 0.5
+        f = np.maximum(self.age_front, t - AGE_RING_SLOTS)
+        ring, lanes = self.made_ring, self.lanes
+        while True:
+            step = (f < t) & (ring[f % AGE_RING_SLOTS, lanes] <= sent)
+            if not step.any():
+                break
+            f = f + step
+        self.age_front = f
+        return np.where(f < t, (t - 1 - f) * self.tau, 0.0)
 
     def _fast_rate(self, i, cap, bits, v_e, log2_k) -> np.ndarray:
         """LyapunovController._fast_rate for the lanes ``i`` (the same function on arrays)."""
@@ -431,6 +455,9 @@ class _LyapunovGroup:
     def observe(self, energy, done, sent) -> None:
         sl = self.sl
         self.made_bits = done[sl] * self.last_bits
+        if self.any_age:
+            self.made_total = self.made_total + self.made_bits
+            self.made_ring[(self.t - 1) % AGE_RING_SLOTS] = self.made_total
         if not self.any_obs:
             return
         if self.obs_budget.any():

@@ -34,6 +34,7 @@ controller:
   latency_weight_per_s: null # omega, frames/s: weight of a frame-second of latency (null: 1/slot_s)
   arrival_ewma: 0.1          # weight of the last slot in the arrival-rate and arrival-phase estimates
   arrival_phase: true        # count an arriving frame for the head time its own slot gives it
+  uplink_age: true           # weigh the uplink's bits by how long the oldest of them has waited
 ```
 Relative paths inside the file are resolved against the file's folder.
 """
@@ -175,7 +176,8 @@ def controller_config(c: Section) -> LyapunovConfig:
     for f in fields(LyapunovConfig):
         if f.name not in c or c.raw(f.name, None) is None:
             continue
-        if f.name in ("dvfs", "rate_control", "virtual_queues", "multipliers", "arrival_phase"):
+        if f.name in ("dvfs", "rate_control", "virtual_queues", "multipliers", "arrival_phase",
+                      "uplink_age"):
             kw[f.name] = c.boolean(f.name)
         elif f.name == "latency_weight_per_s":
             kw[f.name] = c.number(f.name, min=0.0)
