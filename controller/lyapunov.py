@@ -26,6 +26,9 @@ over the cut p, the GPU level f, the rate r and admission d. The problem separat
   frames earlier is worth something, and so is the time after the head (bits, RTT, tail); heads
   run one after the other on the GPU and their bits leave one after the other on the uplink, so
   the k-th frame of the slot waits for the k-1 before it on both.
+- **uplink age** (on by default): a bit's rate weight also counts how long the oldest bits on the
+  uplink have waited (omega per frame-second, spread over a frame's bits), so bits that met a
+  fade leave within a wait that grows with V instead of waiting for the link to come back.
 - **admission** (when switched on): admit iff ``Q_c < V*theta`` (theta: a frame's value in J).
 
 Units, and why they make V meaningful
@@ -381,6 +384,7 @@ class LyapunovController:
         self._level_list = tables.level.tolist()
         self._mu_list = self._mu.tolist()
         self._bits_list = tables.per_frame[1].tolist()
+        self._cut_bits = system.bits.astype(float).tolist()
         self._mult = config.multipliers
         self._rate_gain = config.multiplier_gain / self._unit
         self._avg = 1.0 / config.multiplier_window_slots
@@ -413,6 +417,7 @@ class LyapunovController:
         self._made_total = 0.0
         self._age_front = 0
         self._slots_seen = 0
+        self.uplink_age_s = 0.0  # the age the last decision weighed the uplink's bits by
 
     @property
     def virtual_queues(self) -> dict[str, float]:
@@ -569,7 +574,7 @@ class LyapunovController:
             cap = v_e * (self._cap_energy + self._cap_idle / lam) + omega * self._cap_latency
             if price > cap:
                 price = cap
-            self.gamma_c = price / V if V > 0.0 else 0.0
+            self.gamma_c = price / V if V > 1e-12 else 0.0  # (reported only; V below 1e-12 is V = 0)
             w[5] = -(math.floor(qc + 1e-9) + price + self.z_throughput + z_l)
         else:
             w[5] = -(qc + omega * tau + self.z_throughput + z_l)
@@ -656,7 +661,12 @@ class LyapunovController:
         if cfg.uplink_age and qx > 0.5:
             # ... and the frames behind it have waited: the head-of-line age, a frame-second of
             # waiting weighing omega, spread over a frame's bits
-            w_r += omega * self._uplink_age(qx) / self._flow_bits
+            age = self._uplink_age(qx)
+            self.uplink_age_s = age
+            w_r += omega * age / self._flow_bits
+        else:
+            self.uplink_age_s = 0.0
+            self._age_front = self._slots_seen  # an empty uplink: every bit made has left
         log2_k = shannon_log2_k(capacity, self.system.network.bandwidth_hz) if (self._shannon and capacity > 0.0) else 0.0
         bits = qx + made
         rate = self._rate(capacity, bits, v_e, w_r, log2_k)
@@ -720,7 +730,10 @@ class LyapunovController:
         return r_max if linear_send_gain(w_r, v_e, net, r_max) > 0.0 else 0.0
 
     def observe(self, outcome: Outcome) -> None:
-        made = outcome.frames_done * self._last_bits
+        # bits the slot's heads made, at the cut that ran (a live slot may have kept frames local
+        # when the edge went down)
+        cut = outcome.cut
+        made = outcome.frames_done * (self._cut_bits[cut] if 0 <= cut < len(self._cut_bits) else self._last_bits)
         self._made_bits = made
         self._made_total += made
         self._made_ring[self._slots_seen % AGE_RING_SLOTS] = self._made_total

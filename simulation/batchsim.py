@@ -321,7 +321,7 @@ class _LyapunovGroup:
             price = lines.min(axis=0)
             e_cap, i_cap, l_cap = self.price_cap
             price = np.minimum(price, v_e * (e_cap + i_cap / lam) + omega * l_cap)
-            self.gamma_c = np.where(self.mult & (V > 0.0), price / np.where(V > 0.0, V, 1.0), 0.0)
+            self.gamma_c = np.where(self.mult & (V > 1e-12), price / np.where(V > 1e-12, V, 1.0), 0.0)
             frame = np.where(self.mult, -(np.floor(qc + 1e-9) + price + self.z_throughput + z_l), frame)
         w[5] = frame
         w[7] = omega / c1
@@ -413,16 +413,32 @@ class _LyapunovGroup:
         self.last_queues = qc + qx
 
     def _uplink_age(self, qx, t) -> np.ndarray:
-        """LyapunovController._uplink_age, lane by lane: the front advances while its slot's bits
-        made are all sent (a few steps a slot; all lanes at once)."""
+        """LyapunovController._uplink_age, lane by lane: the front is the first slot in
+        [front, t) whose bits made exceed the bits sent (t when the queue is empty). It moves a
+        slot or two a slot: a few steps for all lanes, then a bisection for the lanes that had
+        more to go (the ring is non-decreasing from the front on)."""
+        R = AGE_RING_SLOTS
         sent = self.made_total - qx + 0.5
-        f = np.maximum(self.age_front, t - AGE_RING_SLOTS)
+        f = np.where(qx > 0.5, np.maximum(self.age_front, t - R), t)
         ring, lanes = self.made_ring, self.lanes
-        while True:
-            step = (f < t) & (ring[f % AGE_RING_SLOTS, lanes] <= sent)
+        for _ in range(3):
+            step = (f < t) & (ring[f % R, lanes] <= sent)
             if not step.any():
                 break
             f = f + step
+        else:
+            i = np.flatnonzero((f < t) & (ring[f % R, lanes] <= sent))
+            if i.size:
+                lo, hi, si = f[i] + 1, np.full(i.size, t), sent[i]
+                while True:
+                    open_ = lo < hi
+                    if not open_.any():
+                        break
+                    mid = (lo + hi) // 2
+                    above = ring[mid % R, i] > si
+                    hi = np.where(open_ & above, mid, hi)
+                    lo = np.where(open_ & ~above, mid + 1, lo)
+                f[i] = lo
         self.age_front = f
         return np.where(f < t, (t - 1 - f) * self.tau, 0.0)
 

@@ -14,6 +14,7 @@ from controller.ops import ARRAY
 from controller.policy import Observation, Outcome, check_policy
 from controller.profiles import Cut, ModelProfile, load_board, load_network
 from simulation.experiment import Experiment, build_scenario, run_scenario
+from simulation.simulator import simulate
 
 
 def random_profile(rng: np.random.Generator, n_cuts: int) -> ModelProfile:
@@ -169,8 +170,9 @@ def brute_force_rate(system: SystemModel, ctl: LyapunovController, obs: Observat
 
 def rate_weight(system, ctl, obs) -> float:
     omega = ctl.config.latency_weight(system.slot_s)
+    age = omega * ctl.uplink_age_s / ctl._flow_bits if (ctl.config.uplink_age and obs.queue_bits > 0.5) else 0.0
     return (max(obs.queue_bits, 0.0) / ctl._unit**2 + ctl.config.V * ctl.gamma_x + omega * system.slot_s / ctl._unit
-            + ctl.z_latency / float(system.bits.max()))
+            + ctl.z_latency / float(system.bits.max()) + age)
 
 
 def available_bits(system, ctl, obs, d) -> float:
@@ -191,11 +193,15 @@ def fast_send_objective(system, ctl, bits: float, r: float, capacity: float) -> 
 def test_closed_form_rate_matches_brute_force(network):
     rng = np.random.default_rng(7 if network == "lte-shannon" else 8)
     system = SystemModel.build(load_board("jetson-tx2"), random_profile(rng, 5), load_network(network), 0.1)
-    checked = fast = 0
+    checked = fast = aged = 0
     for _ in range(300):
         ctl = LyapunovController(system, LyapunovConfig(V=float(10 ** rng.uniform(-2, 4))))
+        for _ in range(int(rng.integers(0, 6))):  # a history, so the uplink's bits have an age
+            ctl.decide(random_observation(rng))
+            ctl.observe(Outcome(1.0, int(rng.integers(0, 3)), 0.0))
         obs = random_observation(rng)
         d = ctl.decide(obs)
+        aged += ctl.uplink_age_s > 0.0
         bits = available_bits(system, ctl, obs, d)
         cap = obs.capacity_bps
         r_max = min(cap, bits / system.slot_s)
@@ -215,7 +221,7 @@ def test_closed_form_rate_matches_brute_force(network):
             got = fast_send_objective(system, ctl, bits, d.rate_bps, cap)
             assert got <= best + 1e-9 * abs(best), (obs, d)
         checked += r_max > 0
-    assert checked > 50 and fast > 10, (checked, fast)
+    assert checked > 50 and fast > 5 and aged > 50, (checked, fast, aged)
 
 
 def test_lambert_w0_on_floats_and_arrays():
@@ -324,3 +330,66 @@ def test_arrival_phase_learnt_from_the_queue(tx2_resnet50, offset_s):
     off = LyapunovController(s, LyapunovConfig(V=30.0, fixed_cut=local, fixed_level=level, arrival_phase=False))
     simulate(s, off, np.full(n, 2e7), arrivals, time_decisions=False)
     assert off.arrival_phase_s == tau  # switched off: never learnt
+
+
+def test_uplink_age_is_the_oldest_waiting_bits_age(tx2_resnet50):
+    """The head-of-line age the rate is weighed by, against a FIFO of the bits each slot's heads
+    made, sent from the front (an independent count: chunks by slot, not the ring)."""
+    s = tx2_resnet50
+    rng = np.random.default_rng(11)
+    ctl = LyapunovController(s, LyapunovConfig(V=30.0))
+    fifo: list[list[float]] = []  # [slot made, bits left]
+    waiting = 0
+    for t in range(600):
+        qx = sum(b for _, b in fifo)
+        obs = Observation(t, float(rng.integers(0, 4)), qx, float(10 ** rng.uniform(5.5, 7.5)), int(rng.integers(0, 3)))
+        d = ctl.decide(obs)
+        want = (t - 1 - fifo[0][0]) * s.slot_s if qx > 0.5 else 0.0
+        assert ctl.uplink_age_s == pytest.approx(want, abs=1e-9), t
+        waiting += want > 0.0
+        done = int(rng.integers(0, 3)) if d.process else 0
+        made = done * float(s.bits[d.cut])
+        sent = float(qx * rng.choice([0.0, 0.3, 1.0], p=[0.5, 0.3, 0.2]))
+        left = sent
+        while fifo and left >= fifo[0][1]:
+            left -= fifo.pop(0)[1]
+        if fifo:
+            fifo[0][1] -= left
+        if made > 0.0:
+            fifo.append([t, made])
+        ctl.observe(Outcome(1.0, done, sent))
+    assert waiting > 100
+
+
+def test_uplink_age_sends_the_bits_a_fade_holds(tx2_resnet50):
+    """Bits that met a fade leave within a bounded wait, instead of waiting for the link to come
+    back: good 10-s spells (25 Mbit/s) between 60-s fades (2 Mbit/s, enough for a few frames)."""
+    s = tx2_resnet50
+    tau = s.slot_s
+    n = int(600 / tau)
+    t = np.arange(n) * tau
+    cap = np.where((t % 70.0) < 10.0, 25e6, 2e6)
+    arrivals = np.arange(0.0, 600.0, 0.1) + 0.003
+    waits = {}
+    for age in (True, False):
+        ctl = LyapunovController(s, LyapunovConfig(V=30.0, uplink_age=age))
+        f = simulate(s, ctl, cap, arrivals, time_decisions=False).frames
+        up = f["completed"] & (s.bits[np.maximum(f["cut"], 0)] > 0)
+        waits[age] = (f["sent_s"] - f["head_done_s"])[up]
+    assert waits[False].max() > 30.0  # held until the next good spell
+    assert waits[True].max() < 10.0, np.sort(waits[True])[-5:]
+
+
+def test_uplink_age_counts_bits_at_the_cut_that_ran(tx2_resnet50):
+    """A live slot that kept its frames local (the edge went down) made no bits, whatever the
+    decision's cut: the bits still queued are the older ones, and their age says so."""
+    s = tx2_resnet50
+    tau, local, cut = s.slot_s, s.local_cut, 2
+    d = float(s.bits[cut])
+    ctl = LyapunovController(s, LyapunovConfig(V=30.0, fixed_cut=cut))
+    assert ctl.decide(Observation(0, 3.0, 0.0, 1e8, 1)).process
+    ctl.observe(Outcome(1.0, 1, 0.0, cut, 0))  # one frame made its bits
+    assert ctl.decide(Observation(1, 3.0, d, 1e8, 1)).process
+    ctl.observe(Outcome(1.0, 2, 0.0, local, 0))  # two frames, run locally: no bits
+    ctl.decide(Observation(2, 0.0, d, 1e8, 1))
+    assert ctl.uplink_age_s == pytest.approx(tau)  # the bits of slot 0, one slot old

@@ -54,6 +54,7 @@ CONFIGS = [
     LyapunovConfig(V=5.0, latency_weight_per_s=0.0, multiplier_window_slots=1.0, arrival_ewma=1.0),
     LyapunovConfig(V=10.0, fixed_level=3, queue_unit_bits=2e5),
     LyapunovConfig(V=20.0, arrival_phase=False),
+    LyapunovConfig(V=30.0, uplink_age=False),
 ]
 
 
