@@ -77,7 +77,7 @@ FRAME_MARGIN = 0.05
 """How far a frame's weight sits above the cheapest way to serve it now (objective units), so a
 frame that can be served is, rather than tying with an idle GPU."""
 AGE_RING_SLOTS = 4096
-"""Slots of bits-made history the uplink's head-of-line age is read from (the age is capped there:
+"""Slots of bits-made history the uplink's head-of-line age is read from (a power of 2; the age is capped there:
 410 s at 100 ms slots)."""
 
 

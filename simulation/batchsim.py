@@ -161,6 +161,7 @@ class _LyapunovGroup:
         self.phase = f([c.arrival_phase for c in configs], dtype=bool)
         self.age = f([c.uplink_age for c in configs], dtype=bool)
         self.any_age = bool(self.age.any())
+        self.all_age = bool(self.age.all())
         self.any_phase = bool(self.phase.any())
         self.slopes = pt.bits[:, None] * self.omega[None, :]  # (G, S): omega*D per bits group
         self.remote_group = (pt.bits > 0.0)[:, None].astype(float)  # (G, 1): groups that offload
@@ -198,6 +199,7 @@ class _LyapunovGroup:
         self.part_obj = np.empty((K, S))
         self.pair_idx = np.arange(K)[:, None]
         self.lanes = np.arange(S)
+        self.lane_base = self.lanes * AGE_RING_SLOTS  # each lane's row in the flattened age ring
         self.t = 0
         self.reset()
 
@@ -226,8 +228,9 @@ class _LyapunovGroup:
         self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
         self.made_total = np.zeros(S)  # the uplink's head-of-line age (LyapunovController._uplink_age)
-        self.made_ring = np.zeros((AGE_RING_SLOTS, S))
+        self.made_ring = np.zeros((S, AGE_RING_SLOTS))  # a lane's history contiguous
         self.age_front = np.zeros(S, dtype=np.int64)
+        self.front_made = np.zeros(S)  # the ring at the front (kept by observe: one read saved)
         self.t = 0
 
     def _learn(self, arrivals, cap) -> None:
@@ -392,9 +395,12 @@ class _LyapunovGroup:
         self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
         if self.any_age:
-            waiting = self.age & (qx > 0.5)
-            if waiting.any():
-                w_r = np.where(waiting, w_r + omega * self._uplink_age(qx, t) / self.flow_bits, w_r)
+            waiting = qx > 0.5
+            if not self.all_age:
+                waiting &= self.age
+            age = self._uplink_age(qx, waiting, t)
+            if age is not None:
+                w_r = np.where(waiting, w_r + omega * age / self.flow_bits, w_r)
         log2_k = None if self.log2_k is None else self.log2_k[t]
         bits = qx + made
         rate = self._rate(cap, bits / tau, v_e, w_r, log2_k)
@@ -412,34 +418,47 @@ class _LyapunovGroup:
             out_admit[sl] = True
         self.last_queues = qc + qx
 
-    def _uplink_age(self, qx, t) -> np.ndarray:
-        """LyapunovController._uplink_age, lane by lane: the front is the first slot in
-        [front, t) whose bits made exceed the bits sent (t when the queue is empty). It moves a
-        slot or two a slot: a few steps for all lanes, then a bisection for the lanes that had
-        more to go (the ring is non-decreasing from the front on)."""
+    def _uplink_age(self, qx, waiting, t) -> np.ndarray | None:
+        """LyapunovController._uplink_age, lane by lane (None when no lane waits): the front is
+        the first slot in [front, t) whose bits made exceed the bits sent (t when the queue is
+        empty). ``front_made``, the ring at the front, is kept by :meth:`observe`, so a front
+        that does not move costs no read; a moving one takes a few steps for all lanes, then a
+        bisection for the lanes with more to go (the ring is non-decreasing from the front on)."""
         R = AGE_RING_SLOTS
+        f, fm = self.age_front, self.front_made
+        if t >= R:  # the front may not fall behind what the ring holds
+            old = f < t - R
+            if old.any():
+                f = np.where(old, t - R, f)
+                fm = np.where(old, self.made_ring[:, (t - R) & (R - 1)], fm)
+        empty = qx <= 0.5
+        if empty.any():
+            f = np.where(empty, t, f)
+        if not waiting.any():
+            self.age_front, self.front_made = f, fm
+            return None
         sent = self.made_total - qx + 0.5
-        f = np.where(qx > 0.5, np.maximum(self.age_front, t - R), t)
-        ring, lanes = self.made_ring, self.lanes
-        for _ in range(3):
-            step = (f < t) & (ring[f % R, lanes] <= sent)
-            if not step.any():
-                break
+        mask = R - 1
+        ring, flat, base = self.made_ring, self.made_ring.reshape(-1), self.lane_base
+        step = (f < t) & (fm <= sent)
+        if step.any():
             f = f + step
-        else:
-            i = np.flatnonzero((f < t) & (ring[f % R, lanes] <= sent))
-            if i.size:
-                lo, hi, si = f[i] + 1, np.full(i.size, t), sent[i]
-                while True:
-                    open_ = lo < hi
-                    if not open_.any():
-                        break
-                    mid = (lo + hi) // 2
-                    above = ring[mid % R, i] > si
-                    hi = np.where(open_ & above, mid, hi)
-                    lo = np.where(open_ & ~above, mid + 1, lo)
-                f[i] = lo
-        self.age_front = f
+            fm = np.where(step, flat.take(base + (f & mask)), fm)
+            step = (f < t) & (fm <= sent)
+            if step.any():
+                # the few lanes with more to go: bisect a short span first, then the rest
+                i = np.flatnonzero(step)
+                si = sent[i]
+                lo = f[i] + 1
+                end = np.minimum(lo + 15, t)
+                x = _first_above(flat, base[i], lo, end, si)
+                for j in np.flatnonzero((x == end) & (end < t)).tolist():  # one or two a slot
+                    x[j] = _first_above_lane(ring[i[j]], int(end[j]), t, float(si[j]))
+                f = f.copy()
+                f[i] = x
+                fm = fm.copy()
+                fm[i] = flat.take(base[i] + (x & mask))
+        self.age_front, self.front_made = f, fm
         return np.where(f < t, (t - 1 - f) * self.tau, 0.0)
 
     def _fast_rate(self, i, cap, bits, v_e, log2_k) -> np.ndarray:
@@ -472,8 +491,11 @@ class _LyapunovGroup:
         sl = self.sl
         self.made_bits = done[sl] * self.last_bits
         if self.any_age:
+            slot = self.t - 1
             self.made_total = self.made_total + self.made_bits
-            self.made_ring[(self.t - 1) % AGE_RING_SLOTS] = self.made_total
+            self.made_ring[:, slot & (AGE_RING_SLOTS - 1)] = self.made_total
+            # a front at this slot (an uplink that was empty) reads what it just made
+            self.front_made = np.where(self.age_front == slot, self.made_total, self.front_made)
         if not self.any_obs:
             return
         if self.obs_budget.any():
@@ -528,6 +550,33 @@ class _ScheduleGroup:
 
 
 # -- the engine ------------------------------------------------------------------------------
+
+
+def _first_above(flat: np.ndarray, base: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per lane, the first slot x in [lo, hi) whose ring entry (``flat``: the (S, AGE_RING_SLOTS)
+    ring, flattened; ``base``: each lane's offset in it) exceeds ``v``, or hi if none: a
+    bisection of all lanes at once, the ring being non-decreasing there."""
+    mask = AGE_RING_SLOTS - 1
+    while True:
+        open_ = lo < hi
+        if not open_.any():
+            return lo
+        mid = (lo + hi) // 2
+        above = flat.take(base + (mid & mask)) > v
+        hi = np.where(open_ & above, mid, hi)
+        lo = np.where(open_ & ~above, mid + 1, lo)
+
+
+def _first_above_lane(row: np.ndarray, lo: int, hi: int, v: float) -> int:
+    """:func:`_first_above` for one lane's ring ``row``, by ``np.searchsorted`` on its (at most
+    two) contiguous pieces."""
+    R = AGE_RING_SLOTS
+    a, n = lo & (R - 1), hi - lo
+    first = row[a:min(a + n, R)]
+    k = int(np.searchsorted(first, v, side="right"))
+    if k < first.size or first.size == n:
+        return lo + k
+    return lo + first.size + int(np.searchsorted(row[:n - first.size], v, side="right"))
 
 
 def _slot_energy(system: SystemModel, busy, level, r, sent, cap, log2_k) -> tuple[np.ndarray, np.ndarray]:
