@@ -76,9 +76,9 @@ H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat*phi for the o
 FRAME_MARGIN = 0.05
 """How far a frame's weight sits above the cheapest way to serve it now (objective units), so a
 frame that can be served is, rather than tying with an idle GPU."""
-AGE_RING_SLOTS = 4096
-"""Slots of bits-made history the uplink's head-of-line age is read from (a power of 2; the age is capped there:
-410 s at 100 ms slots)."""
+AGE_RING_SLOTS = 1024
+"""Slots of bits-made history the uplink's head-of-line age is read from (a power of 2): the age is
+capped there, at 102 s with 100 ms slots (a frame that has waited that long is as urgent as any)."""
 
 
 @dataclass(frozen=True)

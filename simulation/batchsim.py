@@ -199,7 +199,6 @@ class _LyapunovGroup:
         self.part_obj = np.empty((K, S))
         self.pair_idx = np.arange(K)[:, None]
         self.lanes = np.arange(S)
-        self.lane_base = self.lanes * AGE_RING_SLOTS  # each lane's row in the flattened age ring
         self.t = 0
         self.reset()
 
@@ -228,7 +227,7 @@ class _LyapunovGroup:
         self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
         self.made_total = np.zeros(S)  # the uplink's head-of-line age (LyapunovController._uplink_age)
-        self.made_ring = np.zeros((S, AGE_RING_SLOTS))  # a lane's history contiguous
+        self.made_ring = np.zeros((AGE_RING_SLOTS, S))  # a slot's lanes contiguous (one write a slot)
         self.age_front = np.zeros(S, dtype=np.int64)
         self.front_made = np.zeros(S)  # the ring at the front (kept by observe: one read saved)
         self.t = 0
@@ -367,12 +366,12 @@ class _LyapunovGroup:
                 wl[16] = w[7] * b * b
                 part = self.part_obj[lo:hi]
                 np.matmul(self.lin_rows[lo:hi], wl, out=part)
-                obj[lo:hi] = np.where(self.pair_idx[lo:hi] < j1, part, obj[lo:hi])
+                np.copyto(obj[lo:hi], part, where=self.pair_idx[lo:hi] < j1)
         top = int(j.max())
         if top:
             part = self.part_obj[:top]
             np.matmul(self.sat_rows[:top], w, out=part)
-            obj[:top] = np.where(self.pair_idx[:top] < j, part, obj[:top])
+            np.copyto(obj[:top], part, where=self.pair_idx[:top] < j)
         k = obj.argmin(axis=0)
         mu_k = mu[k]
         idle = v_e * self.idle_cost
@@ -430,7 +429,7 @@ class _LyapunovGroup:
             old = f < t - R
             if old.any():
                 f = np.where(old, t - R, f)
-                fm = np.where(old, self.made_ring[:, (t - R) & (R - 1)], fm)
+                fm = np.where(old, self.made_ring[(t - R) & (R - 1)], fm)
         empty = qx <= 0.5
         if empty.any():
             f = np.where(empty, t, f)
@@ -439,11 +438,11 @@ class _LyapunovGroup:
             return None
         sent = self.made_total - qx + 0.5
         mask = R - 1
-        ring, flat, base = self.made_ring, self.made_ring.reshape(-1), self.lane_base
+        flat, lanes, S = self.made_ring.reshape(-1), self.lanes, self.V.size
         step = (f < t) & (fm <= sent)
         if step.any():
             f = f + step
-            fm = np.where(step, flat.take(base + (f & mask)), fm)
+            fm = np.where(step, flat.take((f & mask) * S + lanes), fm)
             step = (f < t) & (fm <= sent)
             if step.any():
                 # the few lanes with more to go: bisect a short span first, then the rest
@@ -451,13 +450,14 @@ class _LyapunovGroup:
                 si = sent[i]
                 lo = f[i] + 1
                 end = np.minimum(lo + 15, t)
-                x = _first_above(flat, base[i], lo, end, si)
+                x = _first_above(flat, S, i, lo, end, si)
+                ring = self.made_ring
                 for j in np.flatnonzero((x == end) & (end < t)).tolist():  # one or two a slot
-                    x[j] = _first_above_lane(ring[i[j]], int(end[j]), t, float(si[j]))
+                    x[j] = _first_above_in(ring[:, i[j]], int(end[j]), t, float(si[j]))
                 f = f.copy()
                 f[i] = x
                 fm = fm.copy()
-                fm[i] = flat.take(base[i] + (x & mask))
+                fm[i] = flat.take((x & mask) * S + i)
         self.age_front, self.front_made = f, fm
         return np.where(f < t, (t - 1 - f) * self.tau, 0.0)
 
@@ -493,7 +493,7 @@ class _LyapunovGroup:
         if self.any_age:
             slot = self.t - 1
             self.made_total = self.made_total + self.made_bits
-            self.made_ring[:, slot & (AGE_RING_SLOTS - 1)] = self.made_total
+            self.made_ring[slot & (AGE_RING_SLOTS - 1)] = self.made_total
             # a front at this slot (an uplink that was empty) reads what it just made
             self.front_made = np.where(self.age_front == slot, self.made_total, self.front_made)
         if not self.any_obs:
@@ -552,31 +552,31 @@ class _ScheduleGroup:
 # -- the engine ------------------------------------------------------------------------------
 
 
-def _first_above(flat: np.ndarray, base: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per lane, the first slot x in [lo, hi) whose ring entry (``flat``: the (S, AGE_RING_SLOTS)
-    ring, flattened; ``base``: each lane's offset in it) exceeds ``v``, or hi if none: a
-    bisection of all lanes at once, the ring being non-decreasing there."""
+def _first_above(flat: np.ndarray, S: int, lanes: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Per lane of ``lanes``, the first slot x in [lo, hi) whose age-ring entry (``flat``: the
+    (AGE_RING_SLOTS, S) ring, flattened) exceeds ``v``, or hi if none: a bisection of all of them
+    at once, the ring being non-decreasing there."""
     mask = AGE_RING_SLOTS - 1
     while True:
         open_ = lo < hi
         if not open_.any():
             return lo
         mid = (lo + hi) // 2
-        above = flat.take(base + (mid & mask)) > v
+        above = flat.take((mid & mask) * S + lanes) > v
         hi = np.where(open_ & above, mid, hi)
         lo = np.where(open_ & ~above, mid + 1, lo)
 
 
-def _first_above_lane(row: np.ndarray, lo: int, hi: int, v: float) -> int:
-    """:func:`_first_above` for one lane's ring ``row``, by ``np.searchsorted`` on its (at most
-    two) contiguous pieces."""
+def _first_above_in(column: np.ndarray, lo: int, hi: int, v: float) -> int:
+    """:func:`_first_above` for one lane (its ``column`` of the ring), by ``np.searchsorted`` on
+    the window's (at most two) contiguous pieces of the ring."""
     R = AGE_RING_SLOTS
     a, n = lo & (R - 1), hi - lo
-    first = row[a:min(a + n, R)]
+    first = column[a:min(a + n, R)]
     k = int(np.searchsorted(first, v, side="right"))
     if k < first.size or first.size == n:
         return lo + k
-    return lo + first.size + int(np.searchsorted(row[:n - first.size], v, side="right"))
+    return lo + first.size + int(np.searchsorted(column[:n - first.size], v, side="right"))
 
 
 def _slot_energy(system: SystemModel, busy, level, r, sent, cap, log2_k) -> tuple[np.ndarray, np.ndarray]:
