@@ -76,9 +76,10 @@ H = n(n+1)/2 for a pair the supply saturates, Q_c(Q_c+1)/2 + a_hat*phi for the o
 FRAME_MARGIN = 0.05
 """How far a frame's weight sits above the cheapest way to serve it now (objective units), so a
 frame that can be served is, rather than tying with an idle GPU."""
-AGE_RING_SLOTS = 1024
-"""Slots of bits-made history the uplink's head-of-line age is read from (a power of 2): the age is
-capped there, at 102 s with 100 ms slots (a frame that has waited that long is as urgent as any)."""
+AGE_RING_CHUNKS = 1024
+"""Chunks (slots whose heads made bits) of history the uplink's head-of-line age is read from, a
+power of 2; the last entry is scratch, so the front is never older than the last 1023 chunks
+(more bits waiting than that count as that young: they are as urgent as any by then)."""
 
 
 @dataclass(frozen=True)
@@ -411,9 +412,12 @@ class LyapunovController:
         self.arrival_phase_s = self._tau  # head time an arrival gets in the slot it comes in (rho)
         self._last_run = None  # (Q_c, T, mu) of the last slot's heads; None if it idled
         self._made_bits = 0.0
-        # the uplink's head-of-line age: bits made up to the end of each slot (a ring), the bits
-        # made so far, and the first slot whose bits have not all left
-        self._made_ring = [0.0] * AGE_RING_SLOTS
+        # the uplink's head-of-line age: per chunk (a slot whose heads made bits) the bits made up
+        # to its end and its slot, in a ring; the chunks made so far, the bits made so far, and
+        # the first chunk whose bits have not all left
+        self._chunk_made = [0.0] * AGE_RING_CHUNKS
+        self._chunk_slot = [0] * AGE_RING_CHUNKS
+        self._chunks = 0
         self._made_total = 0.0
         self._age_front = 0
         self._slots_seen = 0
@@ -666,7 +670,7 @@ class LyapunovController:
             w_r += omega * age / self._flow_bits
         else:
             self.uplink_age_s = 0.0
-            self._age_front = self._slots_seen  # an empty uplink: every bit made has left
+            self._age_front = self._chunks  # an empty uplink: every bit made has left
         log2_k = shannon_log2_k(capacity, self.system.network.bandwidth_hz) if (self._shannon and capacity > 0.0) else 0.0
         bits = qx + made
         rate = self._rate(capacity, bits, v_e, w_r, log2_k)
@@ -684,18 +688,19 @@ class LyapunovController:
     def _uplink_age(self, qx: float) -> float:
         """Seconds the oldest bits on the uplink have waited since the slot their head finished
         in (0 for bits of the last slot): the bits sent so far are those made less ``qx``, and
-        the front is the first slot whose bits made exceed them (FIFO), read from a ring of
-        :data:`AGE_RING_SLOTS` slots."""
-        t = self._slots_seen
+        the front is the first chunk whose bits made exceed them (FIFO), read from a ring of
+        :data:`AGE_RING_CHUNKS` chunks."""
+        n = self._chunks
         sent = self._made_total - qx + 0.5
-        ring = self._made_ring
+        ring = self._chunk_made
+        mask = AGE_RING_CHUNKS - 1
         f = self._age_front
-        if f < t - AGE_RING_SLOTS:
-            f = t - AGE_RING_SLOTS
-        while f < t and ring[f % AGE_RING_SLOTS] <= sent:
+        if f < n - mask:
+            f = n - mask
+        while f < n and ring[f & mask] <= sent:
             f += 1
         self._age_front = f
-        return (t - 1 - f) * self._tau if f < t else 0.0
+        return (self._slots_seen - 1 - self._chunk_slot[f & mask]) * self._tau if f < n else 0.0
 
     def _fast_rate(self, capacity: float, bits: float, v_e: float, log2_k: float) -> float:
         """The rate, in [bits/tau, C], that sends all of ``bits`` this slot at the least
@@ -735,8 +740,12 @@ class LyapunovController:
         cut = outcome.cut
         made = outcome.frames_done * (self._cut_bits[cut] if 0 <= cut < len(self._cut_bits) else self._last_bits)
         self._made_bits = made
-        self._made_total += made
-        self._made_ring[self._slots_seen % AGE_RING_SLOTS] = self._made_total
+        if made > 0.0:
+            self._made_total += made
+            k = self._chunks & (AGE_RING_CHUNKS - 1)
+            self._chunk_made[k] = self._made_total
+            self._chunk_slot[k] = self._slots_seen
+            self._chunks += 1
         self._slots_seen += 1
         cfg = self.config
         if not cfg.virtual_queues:

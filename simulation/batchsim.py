@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from controller.lyapunov import (
-    AGE_RING_SLOTS,
+    AGE_RING_CHUNKS,
     FRAME_MARGIN,
     LN2,
     PRICE_EVERY_SLOTS,
@@ -226,10 +226,15 @@ class _LyapunovGroup:
         self.flow_bits = self.unit.copy()
         self.made_bits = np.zeros(S)
         self.last_queues = np.zeros(S)
-        self.made_total = np.zeros(S)  # the uplink's head-of-line age (LyapunovController._uplink_age)
-        self.made_ring = np.zeros((AGE_RING_SLOTS, S))  # a slot's lanes contiguous (one write a slot)
+        # the uplink's head-of-line age (LyapunovController._uplink_age): per chunk the bits made
+        # up to it and its slot, a chunk's lanes contiguous; the chunks so far, the front chunk
+        # and its bits made (kept by observe, so a front that does not move costs no read)
+        self.made_total = np.zeros(S)
+        self.chunk_made = np.zeros((AGE_RING_CHUNKS, S))
+        self.chunk_slot = np.zeros((AGE_RING_CHUNKS, S), dtype=np.int64)
+        self.chunks = np.zeros(S, dtype=np.int64)
         self.age_front = np.zeros(S, dtype=np.int64)
-        self.front_made = np.zeros(S)  # the ring at the front (kept by observe: one read saved)
+        self.front_made = np.zeros(S)
         self.t = 0
 
     def _learn(self, arrivals, cap) -> None:
@@ -419,47 +424,43 @@ class _LyapunovGroup:
 
     def _uplink_age(self, qx, waiting, t) -> np.ndarray | None:
         """LyapunovController._uplink_age, lane by lane (None when no lane waits): the front is
-        the first slot in [front, t) whose bits made exceed the bits sent (t when the queue is
-        empty). ``front_made``, the ring at the front, is kept by :meth:`observe`, so a front
-        that does not move costs no read; a moving one takes a few steps for all lanes, then a
-        bisection for the lanes with more to go (the ring is non-decreasing from the front on)."""
-        R = AGE_RING_SLOTS
+        the first chunk whose bits made exceed the bits sent (all chunks made when the queue is
+        empty). It moves a chunk at most in almost every slot: a few steps for all lanes, then
+        ``np.searchsorted`` for a lane with more to go (the ring is non-decreasing from the front)."""
+        mask = AGE_RING_CHUNKS - 1
+        n = self.chunks
         f, fm = self.age_front, self.front_made
-        if t >= R:  # the front may not fall behind what the ring holds
-            old = f < t - R
-            if old.any():
-                f = np.where(old, t - R, f)
-                fm = np.where(old, self.made_ring[(t - R) & (R - 1)], fm)
+        oldest = n - mask  # the ring's last entry is scratch
+        old = f < oldest
+        if old.any():
+            f = np.where(old, oldest, f)
+            fm = np.where(old, self.chunk_made[oldest & mask, self.lanes], fm)
         empty = qx <= 0.5
         if empty.any():
-            f = np.where(empty, t, f)
+            f = np.where(empty, n, f)
         if not waiting.any():
             self.age_front, self.front_made = f, fm
             return None
         sent = self.made_total - qx + 0.5
-        mask = R - 1
-        flat, lanes, S = self.made_ring.reshape(-1), self.lanes, self.V.size
-        step = (f < t) & (fm <= sent)
-        if step.any():
+        S, lanes = self.V.size, self.lanes
+        flat = self.chunk_made.reshape(-1)
+        step = (f < n) & (fm <= sent)
+        for _ in range(3):
+            if not step.any():
+                break
             f = f + step
             fm = np.where(step, flat.take((f & mask) * S + lanes), fm)
-            step = (f < t) & (fm <= sent)
+            step = (f < n) & (fm <= sent)
+        else:
             if step.any():
-                # the few lanes with more to go: bisect a short span first, then the rest
-                i = np.flatnonzero(step)
-                si = sent[i]
-                lo = f[i] + 1
-                end = np.minimum(lo + 15, t)
-                x = _first_above(flat, S, i, lo, end, si)
-                ring = self.made_ring
-                for j in np.flatnonzero((x == end) & (end < t)).tolist():  # one or two a slot
-                    x[j] = _first_above_in(ring[:, i[j]], int(end[j]), t, float(si[j]))
-                f = f.copy()
-                f[i] = x
-                fm = fm.copy()
-                fm[i] = flat.take((x & mask) * S + i)
+                f, fm = f.copy(), fm.copy()
+                for j in np.flatnonzero(step).tolist():
+                    x = _first_above_in(self.chunk_made[:, j], int(f[j]), int(n[j]), float(sent[j]))
+                    f[j] = x
+                    fm[j] = self.chunk_made[x & mask, j]
         self.age_front, self.front_made = f, fm
-        return np.where(f < t, (t - 1 - f) * self.tau, 0.0)
+        made_in = self.chunk_slot.reshape(-1).take((f & mask) * S + lanes)
+        return np.where(f < n, (t - 1 - made_in) * self.tau, 0.0)
 
     def _fast_rate(self, i, cap, bits, v_e, log2_k) -> np.ndarray:
         """LyapunovController._fast_rate for the lanes ``i`` (the same function on arrays)."""
@@ -491,11 +492,15 @@ class _LyapunovGroup:
         sl = self.sl
         self.made_bits = done[sl] * self.last_bits
         if self.any_age:
-            slot = self.t - 1
+            made = self.made_bits > 0.0
             self.made_total = self.made_total + self.made_bits
-            self.made_ring[slot & (AGE_RING_SLOTS - 1)] = self.made_total
-            # a front at this slot (an uplink that was empty) reads what it just made
-            self.front_made = np.where(self.age_front == slot, self.made_total, self.front_made)
+            # every lane writes the entry after its last chunk (scratch unless it made bits)
+            pos = (self.chunks & (AGE_RING_CHUNKS - 1)) * self.V.size + self.lanes
+            self.chunk_made.reshape(-1).put(pos, self.made_total)
+            self.chunk_slot.reshape(-1).put(pos, self.t - 1)
+            # a front waiting for the next chunk (an uplink that was empty) reads what it made
+            self.front_made = np.where(made & (self.age_front == self.chunks), self.made_total, self.front_made)
+            self.chunks = self.chunks + made
         if not self.any_obs:
             return
         if self.obs_budget.any():
@@ -552,25 +557,11 @@ class _ScheduleGroup:
 # -- the engine ------------------------------------------------------------------------------
 
 
-def _first_above(flat: np.ndarray, S: int, lanes: np.ndarray, lo: np.ndarray, hi: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Per lane of ``lanes``, the first slot x in [lo, hi) whose age-ring entry (``flat``: the
-    (AGE_RING_SLOTS, S) ring, flattened) exceeds ``v``, or hi if none: a bisection of all of them
-    at once, the ring being non-decreasing there."""
-    mask = AGE_RING_SLOTS - 1
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            return lo
-        mid = (lo + hi) // 2
-        above = flat.take((mid & mask) * S + lanes) > v
-        hi = np.where(open_ & above, mid, hi)
-        lo = np.where(open_ & ~above, mid + 1, lo)
-
-
 def _first_above_in(column: np.ndarray, lo: int, hi: int, v: float) -> int:
-    """:func:`_first_above` for one lane (its ``column`` of the ring), by ``np.searchsorted`` on
-    the window's (at most two) contiguous pieces of the ring."""
-    R = AGE_RING_SLOTS
+    """The first entry x in [lo, hi) of one lane's age ring (its ``column``, indexed modulo
+    AGE_RING_CHUNKS, non-decreasing over the window) above ``v``, or hi if none: np.searchsorted
+    on the window's (at most two) contiguous pieces."""
+    R = AGE_RING_CHUNKS
     a, n = lo & (R - 1), hi - lo
     first = column[a:min(a + n, R)]
     k = int(np.searchsorted(first, v, side="right"))

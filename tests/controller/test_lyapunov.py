@@ -198,7 +198,7 @@ def test_closed_form_rate_matches_brute_force(network):
         ctl = LyapunovController(system, LyapunovConfig(V=float(10 ** rng.uniform(-2, 4))))
         for _ in range(int(rng.integers(0, 6))):  # a history, so the uplink's bits have an age
             ctl.decide(random_observation(rng))
-            ctl.observe(Outcome(1.0, int(rng.integers(0, 3)), 0.0))
+            ctl.observe(Outcome(1.0, int(rng.integers(0, 3)), 0.0, 0, 0))  # input frames: bits made
         obs = random_observation(rng)
         d = ctl.decide(obs)
         aged += ctl.uplink_age_s > 0.0
@@ -221,7 +221,7 @@ def test_closed_form_rate_matches_brute_force(network):
             got = fast_send_objective(system, ctl, bits, d.rate_bps, cap)
             assert got <= best + 1e-9 * abs(best), (obs, d)
         checked += r_max > 0
-    assert checked > 50 and fast > 5 and aged > 50, (checked, fast, aged)
+    assert checked > 50 and fast > 5 and aged > 30, (checked, fast, aged)
 
 
 def test_lambert_w0_on_floats_and_arrays():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from tiny_system import tiny_system
 
-from controller.lyapunov import AGE_RING_SLOTS, LyapunovConfig, LyapunovController
+from controller.lyapunov import AGE_RING_CHUNKS, LyapunovConfig, LyapunovController
 from controller.model import shannon_log2_k, tx_power_w
 from simulation.baselines import make_policy
 from simulation.batchsim import (
@@ -366,47 +366,56 @@ def test_devices_sweep_and_plot_cli(tmp_path):
     assert r.returncode == 2 and "--devices" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_batched_engine_agrees_past_the_age_ring(tx2_resnet50):
-    """Bits that wait longer than the age ring holds (1024 slots): a link that falls to 20 kbit/s
-    for 460 s. The scalar controller's age reaches the cap and the batch engine, which finds the
-    front differently (a bisection, the ring wrapped), still decides the same, slot by slot."""
+@pytest.mark.parametrize("ring", [8, AGE_RING_CHUNKS])
+def test_batched_engine_agrees_past_the_age_ring(tx2_resnet50, monkeypatch, ring):
+    """Bits that wait through a long fade (20 kbit/s for 400 s), with the real age ring and with
+    one of 8 chunks, so that more chunks wait than it holds (the front clamped, the ring
+    wrapped): the batch engine, which finds the front its own way, decides as the scalar
+    controller does, slot by slot."""
+    import simulation.batchsim as batchsim
+    from controller import lyapunov
+
+    monkeypatch.setattr(lyapunov, "AGE_RING_CHUNKS", ring)
+    monkeypatch.setattr(batchsim, "AGE_RING_CHUNKS", ring)
     s = tx2_resnet50
     t = np.arange(5000) * s.slot_s
-    cap = np.where((t < 20.0) | (t >= 480.0), 20e6, 2e4)
+    cap = np.where((t < 20.0) | (t >= 420.0), 20e6, 2e4)
     arrivals = np.arange(0.0, t[-1], 0.1) + 0.003
-    ages = []
-    for V in (30.0, 3000.0):
-        ctl = LyapunovController(s, LyapunovConfig(V=V))
+    configs = [LyapunovConfig(V=30.0), LyapunovConfig(V=3000.0), LyapunovConfig(V=1.0, fixed_cut=2)]
+    behind, ages = [], []
+    for cfg in configs:
+        ctl = LyapunovController(s, cfg)
         decide = ctl.decide
 
         def record(obs, decide=decide, ctl=ctl):
             d = decide(obs)
+            behind.append(ctl._chunks - ctl._age_front)
             ages.append(ctl.uplink_age_s)
             return d
 
         ctl.decide = record
         ra = simulate(s, ctl, cap, arrivals, buffer_frames=300, time_decisions=False)
-        rb = simulate_batch(s, [Lane("c", LyapunovConfig(V=V), cap, arrivals)], buffer_frames=300)[0]
-        assert not _same(ra.slots, rb.slots), (V, _same(ra.slots, rb.slots))
-    assert max(ages) == pytest.approx((AGE_RING_SLOTS - 1) * s.slot_s)  # the cap: the front held at the ring's end
+        rb = simulate_batch(s, [Lane("c", cfg, cap, arrivals)], buffer_frames=300)[0]
+        assert not _same(ra.slots, rb.slots), (cfg, _same(ra.slots, rb.slots))
+    assert max(ages) > 300.0  # bits that waited through the fade
+    if ring == 8:
+        assert max(behind) == ring - 1  # more chunks waited than the ring holds: the front clamped
 
 
 def test_age_ring_search_against_brute_force():
-    """The batch engine's searches of the age ring (all lanes at once, and one lane by
-    np.searchsorted over the ring's two pieces) against a scan, windows wrapping the ring's end."""
-    from simulation.batchsim import AGE_RING_SLOTS as R
-    from simulation.batchsim import _first_above, _first_above_in
+    """The batch engine's search of one lane's age ring (np.searchsorted over the ring's two
+    pieces) against a scan, windows wrapping the ring's end."""
+    from simulation.batchsim import AGE_RING_CHUNKS as R
+    from simulation.batchsim import _first_above_in
 
     rng = np.random.default_rng(5)
-    S = 6
-    for _ in range(200):
-        t = int(rng.integers(1, 3 * R))
-        history = np.cumsum(rng.choice([0.0, 1.0, 2.5], size=(S, t)), axis=1)  # bits made up to slot s
-        ring = np.zeros((R, S))
-        for slot in range(max(0, t - R), t):
-            ring[slot % R] = history[:, slot]
-        lo = rng.integers(max(0, t - R), t, size=S)
-        v = history[np.arange(S), lo] + rng.uniform(-1.0, 40.0, size=S)
-        want = [next((x for x in range(int(lo[j]), t) if history[j, x] > v[j]), t) for j in range(S)]
-        assert _first_above(ring.reshape(-1), S, np.arange(S), lo.copy(), np.full(S, t), v).tolist() == want
-        assert [_first_above_in(ring[:, j], int(lo[j]), t, float(v[j])) for j in range(S)] == want
+    for _ in range(500):
+        n = int(rng.integers(1, 3 * R))
+        history = np.cumsum(rng.choice([0.5, 1.0, 2.5], size=n))  # bits made up to chunk k
+        column = np.zeros(R)
+        for k in range(max(0, n - R), n):
+            column[k % R] = history[k]
+        lo = int(rng.integers(max(0, n - R), n))
+        v = float(history[lo] + rng.uniform(-1.0, 40.0))
+        want = next((x for x in range(lo, n) if history[x] > v), n)
+        assert _first_above_in(column, lo, n, v) == want
