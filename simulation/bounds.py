@@ -60,7 +60,10 @@ re-solved by assigning values: one compiled problem serves every trace and windo
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,10 +137,30 @@ def slot_radio_energy_j(system: SystemModel, bits: np.ndarray, capacity_bps: np.
     return np.where(pos, val, 0.0)
 
 
+_HIGHS_STARTED = False
+
+
+@contextlib.contextmanager
+def _quiet_stdout():
+    """Standard output (file descriptor 1) to /dev/null for the duration: HiGHS prints its banner
+    from C when a process first creates a solver, whatever its options say. Errors still raise."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def solve_lp(problem, solver: str | None, default: str, *, highs_options: dict | None = None, **kw):
     """Solve a cvxpy ``problem`` with ``solver`` (a name the user asked for: it must be installed)
     or ``default`` (CLARABEL when that is not installed), falling back to CLARABEL when the solver
-    fails. Shared by the stationary bound and the hindsight bound."""
+    fails. Shared by the stationary bound and the hindsight bound. The first HiGHS solve of a
+    process runs with standard output muted (its banner, once per sweep worker)."""
+    global _HIGHS_STARTED
     import cvxpy as cp
 
     installed = cp.installed_solvers()
@@ -148,6 +171,10 @@ def solve_lp(problem, solver: str | None, default: str, *, highs_options: dict |
         name = "CLARABEL"
     options = {"highs_options": dict(highs_options)} if (name == "HIGHS" and highs_options) else {}
     try:
+        if name == "HIGHS" and not _HIGHS_STARTED:
+            _HIGHS_STARTED = True
+            with _quiet_stdout():
+                return problem.solve(solver=name, **options, **kw)
         return problem.solve(solver=name, **options, **kw)
     except cp.error.SolverError:
         if name == "CLARABEL":

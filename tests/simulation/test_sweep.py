@@ -212,6 +212,7 @@ def test_sweep_and_plot_cli(tmp_path):
     r = cutedge("sweep", "--duration", "30", "--V", "1,30,1000", "--workers", "2", "--out", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     assert "p* = " in r.stdout and "targets met" in r.stdout
+    assert "HiGHS" not in r.stdout + r.stderr  # the LP solver's banner is muted in the workers
     rows = list(csv.DictReader(open(out / "sweep.csv")))
     header = list(rows[0])
     for col in ("policy", "V", "trace", "seed", "throughput_fps", "energy_per_frame_j", "avg_power_w", "latency_ms_mean",
