@@ -115,6 +115,7 @@ def test_bad_model_profile(tmp_path, old, new, field):
         ("controller: {latency_weight_per_s: -1}\n", "controller.latency_weight_per_s"),
         ("controller: {arrival_ewma: 1.5}\n", "controller.arrival_ewma"),
         ("controller: {arrival_phase: sometimes}\n", "controller.arrival_phase"),
+        ("controller: {uplink_age: often}\n", "controller.uplink_age"),
         ("controller: {bit_pricing: true}\n", "bit_pricing"),
         ("trace: {format: pcap}\n", "trace.format"),
         ("input_bytes: lots\n", "input_bytes"),
