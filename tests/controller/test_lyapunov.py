@@ -193,12 +193,13 @@ def fast_send_objective(system, ctl, bits: float, r: float, capacity: float) -> 
 def test_closed_form_rate_matches_brute_force(network):
     rng = np.random.default_rng(7 if network == "lte-shannon" else 8)
     system = SystemModel.build(load_board("jetson-tx2"), random_profile(rng, 5), load_network(network), 0.1)
+    history = np.random.default_rng(9)  # its own stream: the checked instances stay as they were
     checked = fast = aged = 0
     for _ in range(300):
         ctl = LyapunovController(system, LyapunovConfig(V=float(10 ** rng.uniform(-2, 4))))
-        for _ in range(int(rng.integers(0, 6))):  # a history, so the uplink's bits have an age
-            ctl.decide(random_observation(rng))
-            ctl.observe(Outcome(1.0, int(rng.integers(0, 3)), 0.0, 0, 0))  # input frames: bits made
+        for _ in range(int(history.integers(0, 6))):  # a history, so the uplink's bits have an age
+            ctl.decide(random_observation(history))
+            ctl.observe(Outcome(1.0, int(history.integers(0, 3)), 0.0, 0, 0))  # input frames: bits made
         obs = random_observation(rng)
         d = ctl.decide(obs)
         aged += ctl.uplink_age_s > 0.0
@@ -221,7 +222,7 @@ def test_closed_form_rate_matches_brute_force(network):
             got = fast_send_objective(system, ctl, bits, d.rate_bps, cap)
             assert got <= best + 1e-9 * abs(best), (obs, d)
         checked += r_max > 0
-    assert checked > 50 and fast > 5 and aged > 30, (checked, fast, aged)
+    assert checked > 50 and fast > 10 and aged > 30, (checked, fast, aged)
 
 
 def test_lambert_w0_on_floats_and_arrays():
