@@ -399,10 +399,9 @@ class _LyapunovGroup:
         self.flow_bits = np.where(head_bits > 0.0, head_bits, self.flow_bits)
         w_r = w_bits + omega * tau / self.unit + z_l / self.dmax
         if self.any_age:
-            waiting = qx > 0.5
-            if not self.all_age:
-                waiting &= self.age
-            age = self._uplink_age(qx, waiting, t)
+            queued = qx > 0.5
+            waiting = queued if self.all_age else queued & self.age
+            age = self._uplink_age(qx, queued, waiting, t)
             if age is not None:
                 w_r = np.where(waiting, w_r + omega * age / self.flow_bits, w_r)
         log2_k = None if self.log2_k is None else self.log2_k[t]
@@ -422,7 +421,7 @@ class _LyapunovGroup:
             out_admit[sl] = True
         self.last_queues = qc + qx
 
-    def _uplink_age(self, qx, waiting, t) -> np.ndarray | None:
+    def _uplink_age(self, qx, queued, waiting, t) -> np.ndarray | None:
         """LyapunovController._uplink_age, lane by lane (None when no lane waits): the front is
         the first chunk whose bits made exceed the bits sent (all chunks made when the queue is
         empty). It moves a chunk at most in almost every slot: a few steps for all lanes, then
@@ -435,9 +434,8 @@ class _LyapunovGroup:
         if old.any():
             f = np.where(old, oldest, f)
             fm = np.where(old, self.chunk_made[oldest & mask, self.lanes], fm)
-        empty = qx <= 0.5
-        if empty.any():
-            f = np.where(empty, n, f)
+        if not queued.all():
+            f = np.where(queued, f, n)
         if not waiting.any():
             self.age_front, self.front_made = f, fm
             return None
